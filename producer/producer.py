@@ -1,0 +1,177 @@
+"""The producer: read a source, JPEG-encode each frame, XADD it to the camera's stream.
+
+``live`` mode paces a file at its frame rate and trims the stream (``MAXLEN ~``); frames
+that cannot be written while Redis is away are dropped and counted. ``replay`` mode loses
+nothing: it waits while the pose stage lags (backpressure) and while Redis is away, and
+runs as fast as the queue takes frames unless ``fps`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+
+from shared import codec, keys
+from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, group_lag, redact
+from shared.schemas import EndOfStream, Frame
+from shared.settings import Camera, Settings
+from producer.sources import Source, SourceError, crop_and_resize, open_source
+
+log = logging.getLogger(__name__)
+
+
+class Producer:
+    """Publishes one camera. Nothing happens until :meth:`run`."""
+
+    def __init__(self, settings: Settings, camera: Camera,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings = settings
+        self.camera = camera
+        self.mode = camera.mode or settings.mode
+        self.clock = clock
+        self.sleep = sleep
+        self.stream = keys.frames_stream(camera.id)
+        self.stats = {"frames": 0, "dropped": 0, "reconnects": 0, "state": "starting", "fps": 0.0}
+        self._stop = False
+        self._last_beat = 0.0
+        self._last_frames = 0
+        self.r = None
+
+    def request_stop(self, *_) -> None:
+        self._stop = True
+
+    def run(self, max_frames: Optional[int] = None) -> int:
+        source = open_source(self.camera.source, self.camera.fps)  # SourceError -> caller
+        url = self.settings.redis_url or "redis://127.0.0.1:6379/0"
+        self.r = connect(url)
+        log.info("camera %s: %s source %s at %.1f fps, mode %s, redis %s", self.camera.id,
+                 source.kind, source.spec, source.fps, self.mode, redact(url))
+        self._until_written(self._register, source)
+        seq = self._publish_all(source, max_frames)
+        source.close()
+        if source.finite or max_frames is not None:
+            self._until_written(lambda: self._xadd(codec.encode_frame(EndOfStream(self.camera.id, seq))))
+        self.stats["state"] = "finished"
+        self._beat(force=True)
+        log.info("camera %s: published %d frames, dropped %d", self.camera.id, seq,
+                 self.stats["dropped"])
+        return 0
+
+    def _register(self, source: Source) -> None:
+        desc = {"source": source.spec, "kind": source.kind, "fps": source.fps, "mode": self.mode,
+                "frames": source.frame_count}
+        ensure_group(self.r, self.stream, keys.POSE_GROUP)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(keys.CAMERAS_KEY, self.camera.id, json.dumps(desc))
+        for stage in (keys.POSE_GROUP, keys.ACTION_GROUP):
+            pipe.hdel(keys.done_key(stage), self.camera.id)
+        pipe.execute()
+
+    def _publish_all(self, source: Source, max_frames: Optional[int]) -> int:
+        seq, t0 = 0, self.clock()
+        pace = self.mode == "live" or self.camera.fps is not None
+        self.stats["state"] = "running"
+        while not self._stop:
+            try:
+                for image in source.frames():
+                    if self._stop or (max_frames is not None and seq >= max_frames):
+                        return seq
+                    ts = t0 + seq / source.fps
+                    if pace:
+                        self._wait_until(ts)
+                    self._publish(self._frame(image, seq, ts if source.finite else self.clock()))
+                    seq += 1
+                return seq
+            except SourceError as exc:  # a live source was lost: reopen with backoff
+                self._reopen(source, exc)
+        return seq
+
+    def _frame(self, image: np.ndarray, seq: int, ts: float) -> Frame:
+        image = crop_and_resize(image, self.camera.crop, self.camera.width or self.settings.frame_width)
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality])
+        if not ok:
+            raise SourceError(f"camera {self.camera.id}: frame {seq} cannot be JPEG-encoded")
+        return Frame(self.camera.id, seq, ts, image.shape[1], image.shape[0], buf.tobytes())
+
+    def _publish(self, frame: Frame) -> None:
+        fields = codec.encode_frame(frame)
+        if self.mode == "replay":
+            self._until_written(self._wait_for_room)
+            self._until_written(lambda: self._xadd(fields))
+        else:
+            try:
+                self._xadd(fields, maxlen=self.settings.live_maxlen)
+            except CONNECTION_ERRORS as exc:
+                self.stats["dropped"] += 1
+                self._reconnect_pause(exc)
+        self.stats["frames"] += 1
+        self._beat()
+
+    def _xadd(self, fields: dict, maxlen: Optional[int] = None) -> None:
+        self.r.xadd(self.stream, fields, maxlen=maxlen, approximate=True)
+
+    def _wait_for_room(self) -> None:
+        while not self._stop and group_lag(self.r, self.stream, keys.POSE_GROUP) >= self.settings.replay_max_lag:
+            self.stats["state"] = "waiting (backpressure)"
+            self.sleep(0.02)
+        self.stats["state"] = "running"
+
+    def _until_written(self, action: Callable, *args) -> None:
+        """Run ``action`` until Redis takes it (replay: nothing is lost)."""
+        backoff = 0.2
+        while True:
+            try:
+                return action(*args)
+            except CONNECTION_ERRORS as exc:
+                if self._stop:
+                    raise
+                self._reconnect_pause(exc, backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _reconnect_pause(self, exc: BaseException, backoff: float = 0.5) -> None:
+        self.stats["state"] = "disconnected"
+        self.stats["reconnects"] += 1
+        log.warning("camera %s: redis unreachable (%s); retrying in %.1f s", self.camera.id, exc, backoff)
+        self.sleep(backoff * (0.5 + random.random()))
+
+    def _reopen(self, source: Source, exc: SourceError) -> None:
+        backoff = 0.5
+        self.stats["state"] = "source lost"
+        log.warning("camera %s: %s; reopening", self.camera.id, exc)
+        while not self._stop:
+            self.sleep(backoff * (0.5 + random.random()))
+            try:
+                source.reopen()
+                log.info("camera %s: source reopened", self.camera.id)
+                self.stats["state"] = "running"
+                return
+            except SourceError as again:
+                log.warning("camera %s: reopen failed (%s)", self.camera.id, again)
+                backoff = min(backoff * 2, 30.0)
+
+    def _wait_until(self, ts: float) -> None:
+        delay = ts - self.clock()
+        if delay > 0:  # behind real time we publish as fast as we read
+            self.sleep(delay)
+
+    def _beat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_beat < 2.0:
+            return
+        if self._last_beat:
+            self.stats["fps"] = round((self.stats["frames"] - self._last_frames) / (now - self._last_beat), 2)
+        self._last_beat, self._last_frames = now, self.stats["frames"]
+        log.info("camera %s: %s, %d frames, %.1f fps, %d dropped", self.camera.id,
+                 self.stats["state"], self.stats["frames"], self.stats["fps"], self.stats["dropped"])
+        try:
+            self.r.set(keys.worker_key(f"producer-{self.camera.id}"),
+                       json.dumps(dict(self.stats, camera=self.camera.id, stage="producer")), ex=30)
+        except CONNECTION_ERRORS:
+            pass

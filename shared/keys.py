@@ -1,0 +1,87 @@
+"""Every Redis key, stream, group and channel name actionstream uses, in one place.
+
+Per-camera keys carry the camera id as a hash tag (``{cam-7}``) so that all keys of a
+camera land on one Redis Cluster slot while many cameras spread over many nodes.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "actionstream"
+
+POSE_GROUP = "pose"
+ACTION_GROUP = "action"
+
+# The events stream and the idempotency guards share the hash tag {events}, so the
+# guarded write (one Lua script) touches a single Cluster slot.
+EVENTS_STREAM = f"{PREFIX}:{{events}}"
+EVENTS_CHANNEL = f"{PREFIX}:events:live"
+DEADLETTER_STREAM = f"{PREFIX}:deadletter"
+CAMERAS_KEY = f"{PREFIX}:cameras"  # hash: camera id -> JSON description (source, mode, size)
+
+_CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_camera_id(camera: str) -> str:
+    """Return ``camera`` if it is a valid id (letters, digits, ``_.-``, at most 64), else raise."""
+    if not isinstance(camera, str) or not _CAMERA_RE.match(camera):
+        raise ValueError(
+            f"camera id {camera!r} is invalid: use 1-64 letters, digits, '_', '.', '-' "
+            "starting with a letter or digit"
+        )
+    return camera
+
+
+def frames_stream(camera: str) -> str:
+    return f"{PREFIX}:frames:{{{check_camera_id(camera)}}}"
+
+
+def skeletons_stream(camera: str) -> str:
+    return f"{PREFIX}:skeletons:{{{check_camera_id(camera)}}}"
+
+
+def scores_stream(camera: str) -> str:
+    """Every classified window's top labels (for overlays and debugging), bounded."""
+    return f"{PREFIX}:scores:{{{check_camera_id(camera)}}}"
+
+
+def lease_key(stage: str, camera: str) -> str:
+    return f"{PREFIX}:lease:{stage}:{{{check_camera_id(camera)}}}"
+
+
+def event_guard_key(event_id: str) -> str:
+    return f"{PREFIX}:{{events}}:seen:{event_id}"
+
+
+def stage_stream(stage: str, camera: str) -> str:
+    """The input stream of a stage for a camera (pose reads frames, action reads skeletons)."""
+    if stage == POSE_GROUP:
+        return frames_stream(camera)
+    if stage == ACTION_GROUP:
+        return skeletons_stream(camera)
+    raise ValueError(f"unknown stage {stage!r}; expected {POSE_GROUP!r} or {ACTION_GROUP!r}")
+
+
+def camera_of_stream(stream: str | bytes) -> str:
+    """The camera id inside a per-camera stream name (the hash tag)."""
+    if isinstance(stream, bytes):
+        stream = stream.decode()
+    start, end = stream.find("{"), stream.rfind("}")
+    if start < 0 or end <= start:
+        raise ValueError(f"stream {stream!r} carries no camera hash tag")
+    return stream[start + 1 : end]
+
+
+def done_key(stage: str) -> str:
+    """Hash: camera -> number of frames, set when a stage has passed a camera's end of stream."""
+    return f"{PREFIX}:done:{stage}"
+
+
+def worker_key(worker_id: str) -> str:
+    """A worker's heartbeat and metrics (JSON, with a TTL)."""
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+def worker_pattern() -> str:
+    return f"{PREFIX}:worker:*"

@@ -1,0 +1,162 @@
+"""Settings: ``ACTIONSTREAM_*`` environment variables plus a YAML camera file.
+
+Both are validated with pydantic; an error names the field (and the file) at fault.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.keys import check_camera_id
+
+Mode = Literal["live", "replay"]
+
+
+class SettingsError(ValueError):
+    """Settings or a camera file are invalid; the text names the field."""
+
+
+def _user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "actionstream" / "models"
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; every field can be set as ``ACTIONSTREAM_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ACTIONSTREAM_", extra="ignore")
+
+    redis_url: Optional[str] = None  # None: `up` starts an embedded server
+    models_dir: Path = Field(default_factory=_user_cache_dir)
+    shared_dir: Optional[Path] = None  # ../shared beside the checkout, when present
+    providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    threads: int = Field(0, ge=0, le=256)
+    pose_model: Literal["movenet", "mobilenet_thin"] = "movenet"
+    action_model: Optional[Path] = None  # None: the fall model shipped in the package
+    mode: Mode = "live"
+    frame_width: int = Field(0, ge=0, le=8192)  # 0: keep the source width
+    jpeg_quality: int = Field(90, ge=10, le=100)
+    live_maxlen: int = Field(500, ge=10)  # frame stream length in live mode (MAXLEN ~)
+    skeleton_maxlen: int = Field(20000, ge=300)
+    replay_max_lag: int = Field(120, ge=1)  # replay: producer waits beyond this many unread
+    max_lag_s: float = Field(2.0, gt=0)  # live: frames older than this are skipped
+    batch_per_camera: int = Field(8, ge=1, le=1000)
+    block_ms: int = Field(200, ge=1, le=60000)
+    lease_ttl_s: float = Field(10.0, gt=0.5)
+    max_cameras: int = Field(64, ge=1)
+    stride: int = Field(15, ge=1)
+    min_frames: int = Field(32, ge=4)
+    alert_labels: list[str] = ["falling"]
+    alert_threshold: float = Field(0.5, ge=0, le=1)
+    alert_consecutive: int = Field(1, ge=1)
+    alert_cooldown_s: float = Field(10.0, ge=0)
+    events_maxlen: int = Field(100000, ge=100)
+    deadletter_maxlen: int = Field(10000, ge=10)
+    log_level: str = "INFO"
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with explicit overrides (None values are ignored)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, "settings (ACTIONSTREAM_* variables / options)")) from None
+
+
+class Camera(BaseModel):
+    """One camera of a camera file."""
+
+    model_config = {"extra": "forbid"}
+
+    id: str
+    source: str
+    crop: Optional[tuple[int, int, int, int]] = None  # x, y, w, h in source pixels
+    fps: Optional[float] = Field(None, gt=0, le=1000)
+    width: Optional[int] = Field(None, ge=16, le=8192)
+    mode: Optional[Mode] = None
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return check_camera_id(value)
+
+    @field_validator("crop")
+    @classmethod
+    def _valid_crop(cls, value):
+        if value is not None and (value[2] <= 0 or value[3] <= 0 or value[0] < 0 or value[1] < 0):
+            raise ValueError("crop must be X,Y,W,H with X,Y >= 0 and W,H > 0")
+        return value
+
+
+class CameraFile(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    cameras: list[Camera] = Field(min_length=1)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, cams: list[Camera]) -> list[Camera]:
+        ids = [c.id for c in cams]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"camera ids must be unique; repeated: {dup}")
+        return cams
+
+
+def parse_crop(text: str) -> tuple[int, int, int, int]:
+    """``"X,Y,W,H"`` -> a tuple; raises SettingsError naming the problem."""
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise SettingsError(f"--crop must be X,Y,W,H integers, got {text!r}") from None
+    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0 or min(parts) < 0:
+        raise SettingsError(f"--crop must be X,Y,W,H with W,H > 0, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def load_camera_file(path: str | Path) -> list[Camera]:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SettingsError(f"camera file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"camera file {path} is not valid YAML: {exc}") from None
+    try:
+        return CameraFile.model_validate(raw).cameras
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, f"camera file {path}")) from None
+
+
+def _explain(exc: ValidationError, where: str) -> str:
+    lines = [f"{where} is invalid:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def find_shared_dir(settings: Settings | None = None) -> Path | None:
+    """``../shared`` beside the checkout (or ACTIONSTREAM_SHARED_DIR) when it exists."""
+    if settings is not None and settings.shared_dir is not None:
+        return settings.shared_dir if settings.shared_dir.is_dir() else None
+    here = Path(__file__).resolve().parent.parent  # the repo root in a checkout
+    for candidate in (Path.cwd().parent / "shared", here.parent / "shared"):
+        if (candidate / "models").is_dir():
+            return candidate
+    return None
+
+
+def make_camera(**fields) -> Camera:
+    """A validated :class:`Camera` from keyword fields (None values are left out)."""
+    try:
+        return Camera(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, f"camera {fields.get('id')!r}")) from None

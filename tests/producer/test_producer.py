@@ -1,0 +1,73 @@
+import threading
+
+import pytest
+
+from producer.producer import Producer
+from shared import codec, keys
+from shared.redisio import ensure_group
+from shared.schemas import EndOfStream, Frame
+from shared.settings import load_settings, make_camera
+from tests.conftest import shared_path
+
+
+def _entries(r, camera):
+    return [codec.decode_frame(f) for _, f in r.xrange(keys.frames_stream(camera))]
+
+
+def test_replay_publishes_every_frame_cropped_then_end_of_stream(r, redis_url):
+    video = str(shared_path("data", "urfd", "fall-01-cam0.mp4"))
+    settings = load_settings(redis_url=redis_url, mode="replay", replay_max_lag=1000)
+    cam = make_camera(id="cam-a", source=video, crop=(320, 0, 320, 240), width=160)
+    assert Producer(settings, cam).run(max_frames=12) == 0
+    msgs = _entries(r, "cam-a")
+    frames = [m for m in msgs if isinstance(m, Frame)]
+    assert [f.seq for f in frames] == list(range(12))
+    assert isinstance(msgs[-1], EndOfStream) and msgs[-1].seq == 12
+    assert (frames[0].width, frames[0].height) == (160, 120)
+    assert codec.decode_jpeg(frames[3]).shape == (120, 160, 3)
+    ts = [f.ts for f in frames]
+    assert all(abs((b - a) - 1 / 30) < 1e-3 for a, b in zip(ts, ts[1:]))  # media time at 30 fps
+    assert b"cam-a" in r.hkeys(keys.CAMERAS_KEY)
+
+
+def test_replay_waits_while_the_consumer_lags(r, redis_url):
+    """Backpressure: with a lag limit of 5 the producer never runs more than 5 ahead."""
+    video = str(shared_path("data", "urfd", "fall-01-cam0.mp4"))
+    settings = load_settings(redis_url=redis_url, mode="replay", replay_max_lag=5)
+    cam = make_camera(id="cam-b", source=video)
+    stream = keys.frames_stream("cam-b")
+    ensure_group(r, stream, keys.POSE_GROUP)
+    producer = Producer(settings, cam)
+    t = threading.Thread(target=producer.run, kwargs={"max_frames": 30})
+    t.start()
+    consumed, max_seen = 0, 0
+    while t.is_alive() or consumed < 31:
+        resp = r.xreadgroup(keys.POSE_GROUP, "test", {stream: ">"}, count=1, block=2000)
+        if not resp:
+            if not t.is_alive():
+                break
+            continue
+        max_seen = max(max_seen, r.xlen(stream) - consumed)
+        entry_id = resp[0][1][0][0]
+        r.xack(stream, keys.POSE_GROUP, entry_id)
+        consumed += 1
+    t.join(10)
+    assert consumed == 31  # 30 frames + end of stream, nothing lost
+    assert max_seen <= 5 + 1
+
+
+def test_live_mode_trims_the_stream(r, redis_url):
+    video = str(shared_path("data", "urfd", "fall-01-cam0.mp4"))
+    settings = load_settings(redis_url=redis_url, mode="live", live_maxlen=10)
+    cam = make_camera(id="cam-c", source=video, fps=1000)
+    Producer(settings, cam).run(max_frames=300)
+    assert r.xlen(keys.frames_stream("cam-c")) < 300
+
+
+def test_unopenable_source_raises_before_touching_redis(r, redis_url, tmp_path):
+    from producer.sources import SourceError
+
+    settings = load_settings(redis_url=redis_url)
+    with pytest.raises(SourceError):
+        Producer(settings, make_camera(id="x", source=str(tmp_path / "none.mp4"))).run()
+    assert r.hlen(keys.CAMERAS_KEY) == 0

