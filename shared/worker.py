@@ -212,9 +212,9 @@ class StageWorker:
         start, total = "0-0", 0
         while True:
             reply = self.r.xautoclaim(stream, self.stage, self.worker_id, min_idle_time=0,
-                                      start_id=start, count=500, justid=True)
-            start, ids = text(reply[0]), reply[1]
-            total += len(ids)
+                                      start_id=start, count=500)
+            start = text(reply[0])
+            total += len(reply[1])
             if start == "0-0":
                 return total
 

@@ -39,3 +39,22 @@ def r(redis_url):
     client.flushdb()
     yield client
     client.close()
+
+
+ACTION_LABELS = ("upright", "falling", "lying")
+
+
+@pytest.fixture(scope="session")
+def seeded_action_model(tmp_path_factory):
+    """A real ST-GCN (seeded random weights, 3 labels) exported to ONNX with its card."""
+    pytest.importorskip("torch", reason="exporting an ST-GCN needs the 'train' extra (torch)")
+    from workers.action.stgcn.cli import export_main
+
+    out = tmp_path_factory.mktemp("stgcn")
+    labels = out / "labels.txt"
+    labels.write_text("\n".join(ACTION_LABELS) + "\n")
+    model = out / "seeded.onnx"
+    code = export_main(["--seed", "1", "--layout", "openpose", "--num-class", str(len(ACTION_LABELS)),
+                        "--labels", str(labels), "--out", str(model)])
+    assert code == 0
+    return model

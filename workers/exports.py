@@ -38,7 +38,8 @@ class Collector:
         self._ids.update({keys.scores_stream(c): "0" for c in cameras})
         self._ids[keys.EVENTS_STREAM] = "0"
 
-    def poll(self, block_ms: int = 200) -> int:
+    def poll(self, block_ms: Optional[int] = 200) -> int:
+        """Read what is new; ``block_ms=None`` does not wait (0 would wait forever)."""
         resp = self.r.xread(self._ids, count=1000, block=block_ms)
         entries = stream_entries(resp)
         for stream, entry_id, fields in entries:
@@ -47,7 +48,7 @@ class Collector:
         return len(entries)
 
     def drain(self) -> None:
-        while self.poll(block_ms=0):
+        while self.poll(block_ms=None):
             pass
 
     def _take(self, stream: str, fields: dict) -> None:

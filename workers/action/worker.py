@@ -21,7 +21,7 @@ from shared.settings import Settings
 from shared.worker import Entry, Outcome, Output, StageWorker
 from workers.action.classifier import ActionClassifier
 from workers.action.rules import Rule, Rules
-from workers.action.window import CameraWindows
+from workers.action.window import CameraWindows, stack_windows
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ class ActionWorker(StageWorker):
         return out
 
     def _classify(self, refs, out: Outcome) -> list[Event]:
-        batch = self._batch(refs)
+        batch = stack_windows(refs)  # one call for every due window of every camera
         t0 = time.perf_counter()
-        probs = self.classifier.classify(batch)
+        probs = self.classifier.classify(batch, lengths=[ref.frames for ref in refs])
         self.metrics["classify_s"] += time.perf_counter() - t0
         self.metrics["classify_calls"] += 1
         self.metrics["windows"] += len(refs)
@@ -118,21 +118,6 @@ class ActionWorker(StageWorker):
                 "label": card.labels[top], "score": f"{float(p[top]):.4f}"}, self.settings.skeleton_maxlen))
         self._report()
         return events
-
-    def _batch(self, refs):
-        by_camera: dict[str, list] = {}
-        for ref in refs:
-            by_camera.setdefault(ref.camera, []).append(ref)
-        parts, order = [], []
-        for camera, cam_refs in by_camera.items():
-            parts.append(self.windows[camera].batch(cam_refs, pad_to=self._pad_to()))
-            order.extend(cam_refs)
-        refs[:] = order
-        return _stack_padded(parts) if len(parts) > 1 else parts[0]
-
-    def _pad_to(self) -> Optional[int]:
-        card = self.classifier.card
-        return None if card.dynamic_t else card.window
 
     def write(self, outcome: Outcome) -> None:
         """Events first (guarded, idempotent), then outputs, dead letters and acks."""
@@ -166,9 +151,3 @@ class ActionWorker(StageWorker):
                  m["classify_calls"], m["windows"] / max(1, m["classify_calls"]),
                  1000 * m["classify_s"] / max(1, m["windows"]), m["events"])
 
-
-def _stack_padded(parts):
-    """Concatenate ``(n_i, C, T_i, V, M)`` batches, zero-padding T at the end to the longest."""
-    t = max(p.shape[2] for p in parts)
-    padded = [np.pad(p, ((0, 0), (0, 0), (0, t - p.shape[2]), (0, 0), (0, 0))) for p in parts]
-    return np.concatenate(padded, axis=0)

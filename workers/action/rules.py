@@ -1,0 +1,136 @@
+"""Rules: classified windows in, events out (pure: no I/O, the clock injected).
+
+A :class:`Rule` fires for a track when its label's probability reaches ``threshold`` in
+``consecutive`` consecutive classifications of that track; after an event, the same
+(camera, track, label) stays quiet for ``cooldown_s`` seconds of *source* time (the
+windows' ``ts_end``), so a replay decides exactly as the live run did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from shared.schemas import Event
+from workers.action.window import WindowRef
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALERT_LABELS = ("falling",)
+
+
+@dataclass(frozen=True)
+class Rule:
+    label: str
+    threshold: float
+    consecutive: int = 1
+    cooldown_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"rule {self.label!r}: threshold {self.threshold} is not within 0..1")
+        if self.consecutive < 1:
+            raise ValueError(f"rule {self.label!r}: consecutive {self.consecutive} must be >= 1")
+        if not self.cooldown_s >= 0:
+            raise ValueError(f"rule {self.label!r}: cooldown_s {self.cooldown_s} must be >= 0")
+
+
+@dataclass
+class _State:
+    streak: int = 0  # consecutive classifications at or above the threshold
+    last_event_ts: Optional[float] = None  # source ts_end of the last event
+
+
+class Rules:
+    """The rules of one action worker, with per-(camera, track, label) state.
+
+    ``clock`` gives ``Event.emitted_at`` only; every decision uses source time.
+    """
+
+    def __init__(self, rules: Sequence[Rule], clock: Callable[[], float] = time.time) -> None:
+        labels = [r.label for r in rules]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"more than one rule for labels {dup}")
+        self.rules = tuple(rules)
+        self.clock = clock
+        self._state: dict[tuple[str, int, str], _State] = {}
+        self._warned: set[str] = set()
+
+    def decide(self, ref: WindowRef, probs: np.ndarray, labels: Sequence[str],
+               model_name: str) -> list[Event]:
+        """The events one classified window raises. ``probs``: ``(classes,)``, in the order
+        of ``labels``."""
+        probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+        if probs.shape[0] != len(labels):
+            raise ValueError(f"{probs.shape[0]} probabilities for {len(labels)} labels")
+        events = []
+        for rule in self.rules:
+            index = self._index(rule.label, labels)
+            if index is None:
+                continue
+            event = self._apply(rule, ref, index, float(probs[index]), model_name)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _index(self, label: str, labels: Sequence[str]) -> Optional[int]:
+        try:
+            return list(labels).index(label)
+        except ValueError:
+            if label not in self._warned:
+                self._warned.add(label)
+                log.warning("rule label %r is not among the model's labels %s", label, list(labels))
+            return None
+
+    def _apply(self, rule: Rule, ref: WindowRef, index: int, score: float,
+               model_name: str) -> Optional[Event]:
+        key = (ref.camera, ref.track_id, rule.label)
+        state = self._state.get(key)
+        if score < rule.threshold:
+            if state is not None:
+                state.streak = 0
+            return None
+        state = state or self._state.setdefault(key, _State())
+        state.streak += 1
+        if state.streak < rule.consecutive:
+            return None
+        if state.last_event_ts is not None and ref.ts_end - state.last_event_ts < rule.cooldown_s:
+            log.debug("camera %s track %d: %s %.2f within the %.1f s cooldown", ref.camera,
+                      ref.track_id, rule.label, score, rule.cooldown_s)
+            return None
+        state.last_event_ts = ref.ts_end
+        return Event(camera=ref.camera, track_id=ref.track_id, label=rule.label,
+                     label_index=index, score=score, frame_start=ref.frame_start,
+                     frame_end=ref.frame_end, ts_start=ref.ts_start, ts_end=ref.ts_end,
+                     model=model_name, emitted_at=float(self.clock()))
+
+    def forget(self, camera: str, track_id: int) -> None:
+        """Free one track's state (the track has ended)."""
+        for rule in self.rules:
+            self._state.pop((camera, track_id, rule.label), None)
+
+    def forget_camera(self, camera: str) -> None:
+        """Free every track's state of one camera (the camera went to another worker)."""
+        for key in [k for k in self._state if k[0] == camera]:
+            del self._state[key]
+
+    def __len__(self) -> int:
+        """The number of (camera, track, label) states held."""
+        return len(self._state)
+
+
+def default_rules(labels: Iterable[str], alert: Iterable[str] = DEFAULT_ALERT_LABELS,
+                  threshold: float = 0.5, consecutive: int = 1, cooldown_s: float = 10.0,
+                  clock: Callable[[], float] = time.time) -> Rules:
+    """One rule per label of ``alert`` that the model has (the others are logged)."""
+    labels = list(labels)
+    wanted = [x for x in dict.fromkeys(alert) if x in labels]
+    missing = [x for x in dict.fromkeys(alert) if x not in labels]
+    if missing:
+        log.warning("alert labels %s are not among the model's labels %s", missing, labels)
+    return Rules([Rule(x, threshold, consecutive, cooldown_s) for x in wanted], clock=clock)
