@@ -46,6 +46,11 @@ def scores_stream(camera: str) -> str:
     return f"{PREFIX}:scores:{{{check_camera_id(camera)}}}"
 
 
+def next_track_key(camera: str) -> str:
+    """The next track id of a camera, so a worker taking it over never reuses an id."""
+    return f"{PREFIX}:next-track:{{{check_camera_id(camera)}}}"
+
+
 def lease_key(stage: str, camera: str) -> str:
     return f"{PREFIX}:lease:{stage}:{{{check_camera_id(camera)}}}"
 

@@ -122,3 +122,37 @@ def stream_entries(resp: Iterable) -> list[tuple[str, str, dict]]:
                 continue
             out.append((text(stream), text(entry_id), fields))
     return out
+
+
+def processed_tail(r: redis.Redis, stream: str, group: str, count: int) -> list[tuple[bytes, dict]]:
+    """The last ``count`` entries ``group`` has processed on ``stream``, oldest first.
+
+    Processed = delivered and acked: before the oldest pending entry, or up to the group's
+    last delivered id when nothing is pending. Used to rebuild state after a takeover.
+    """
+    pending = r.xpending(stream, group)
+    if pending and pending.get("pending"):
+        end = "(" + text(pending["min"])
+    else:
+        last = None
+        for g in r.xinfo_groups(stream):
+            if text(g.get("name")) == group:
+                last = text(g.get("last-delivered-id"))
+        if not last or last == "0-0":
+            return []
+        end = last
+    return list(reversed(r.xrevrange(stream, max=end, min="-", count=count)))
+
+
+def live_workers(r: redis.Redis, stage: str) -> int:
+    """Workers of ``stage`` with a current heartbeat."""
+    import json
+
+    n = 0
+    for key in r.scan_iter(match=keys.worker_pattern(), count=500):
+        raw = r.get(key)
+        try:
+            n += bool(raw) and json.loads(raw).get("stage") == stage
+        except ValueError:
+            continue
+    return n

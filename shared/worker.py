@@ -28,8 +28,8 @@ from typing import Any, Callable, Optional
 import redis
 
 from shared import codec, keys
-from shared.redisio import (CONNECTION_ERRORS, Leases, connect, ensure_group, redact,
-                            registered_cameras, stream_entries, text)
+from shared.redisio import (CONNECTION_ERRORS, Leases, connect, ensure_group, live_workers,
+                            redact, registered_cameras, stream_entries, text)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class Outcome:
     dead: list[tuple[Entry, str]] = field(default_factory=list)
     done: list[Entry] = field(default_factory=list)  # processed; acked after outputs land
     finished: dict[str, int] = field(default_factory=dict)  # camera -> frames, at end of stream
+    sets: dict[str, str] = field(default_factory=dict)  # small per-camera state (SET key value)
 
 
 class StopRequested(Exception):
@@ -90,7 +91,8 @@ class StageWorker:
         self._stop = False
         self._next_leases = 0.0
         self._next_beat = 0.0
-        self.max_attempts = 3
+        self.max_attempts = 3  # failures of a batch (exceptions) before dead-lettering
+        self.max_deliveries = 5  # deliveries of one entry (e.g. killed workers) before dead-lettering
 
     # ---------------------------------------------------------------- hooks
 
@@ -151,7 +153,8 @@ class StageWorker:
         self.metrics["reconnects"] += 1
         log.warning("%s: redis unreachable (%s); retrying in %.1f s", self.worker_id, exc, backoff)
         self._sleep(backoff * (0.5 + random.random()))
-        self.owned.clear()  # leases may have expired meanwhile: take them again
+        for cam in sorted(self.owned):  # leases may have expired meanwhile: state is rebuilt
+            self._drop(cam)  # from Redis when the camera is taken again
         self._next_leases = 0.0
         return min(backoff * 2, 10.0)
 
@@ -169,12 +172,12 @@ class StageWorker:
     def tick(self) -> int:
         """One round: refresh leases, read a batch, handle it, write. Returns entries read."""
         now = time.monotonic()
-        if now >= self._next_leases:
-            self.refresh_leases()
-            self._next_leases = now + self.settings.lease_ttl_s / 3
         if now >= self._next_beat:
             self.heartbeat()
             self._next_beat = now + 2.0
+        if now >= self._next_leases:
+            self.refresh_leases()
+            self._next_leases = now + self.settings.lease_ttl_s / 3
         entries = self.read()
         if entries:
             self.process(entries)
@@ -187,16 +190,28 @@ class StageWorker:
         return [c for c in cams if self.only is None or c in self.only]
 
     def refresh_leases(self) -> None:
+        """Renew our leases, give back what exceeds a fair share, take free cameras."""
         for cam in sorted(self.owned):
             if not self.leases.renew(cam):
                 log.warning("%s: lost the lease on camera %s", self.worker_id, cam)
                 self._drop(cam)
-        for cam in self.wanted_cameras():
-            if cam in self.owned or len(self.owned) >= self.settings.max_cameras:
+        wanted = self.wanted_cameras()
+        share = self.fair_share(len(wanted))
+        for cam in sorted(self.owned)[share:]:
+            log.info("%s: gives camera %s back (fair share is %d)", self.worker_id, cam, share)
+            self.leases.release(cam)
+            self._drop(cam)
+        for cam in wanted:
+            if cam in self.owned or len(self.owned) >= share:
                 continue
             if self.leases.try_acquire(cam):
                 self._take(cam)
         self.metrics["state"] = "running"
+
+    def fair_share(self, cameras: int) -> int:
+        """How many cameras this worker should hold: an even split over live workers."""
+        workers = max(1, live_workers(self.r, self.stage))
+        return min(self.settings.max_cameras, -(-cameras // workers))
 
     def _take(self, camera: str) -> None:
         stream = keys.stage_stream(self.stage, camera)
@@ -231,6 +246,7 @@ class StageWorker:
             got = self._xread(backlog, block=None)
             seen = {e.camera for e in got}
             self.backlog -= {c for c in self.backlog if c not in seen}
+            got = self._screen_redelivered(got)
             if got:
                 return got
         fresh = {keys.stage_stream(self.stage, c): ">" for c in sorted(self.owned)
@@ -244,6 +260,24 @@ class StageWorker:
         resp = self.r.xreadgroup(self.stage, self.worker_id, streams,
                                  count=self.settings.batch_per_camera, block=block)
         return [Entry(s, keys.camera_of_stream(s), i, f) for s, i, f in stream_entries(resp)]
+
+    def _screen_redelivered(self, entries: list[Entry]) -> list[Entry]:
+        """Dead-letter entries delivered too often (they keep killing workers); keep the rest."""
+        if not entries:
+            return entries
+        counts: dict[str, int] = {}
+        by_stream: dict[str, list[Entry]] = {}
+        for e in entries:
+            by_stream.setdefault(e.stream, []).append(e)
+        for stream, es in by_stream.items():
+            for p in self.r.xpending_range(stream, self.stage, min=es[0].id, max=es[-1].id,
+                                           count=len(es)):
+                counts[text(p["message_id"])] = int(p["times_delivered"])
+        poison = [e for e in entries if counts.get(e.id, 0) > self.max_deliveries]
+        if poison:
+            self.write(Outcome(dead=[(e, f"delivered {counts[e.id]} times without being acked "
+                                         "(it may crash workers)") for e in poison]))
+        return [e for e in entries if counts.get(e.id, 0) <= self.max_deliveries]
 
     def process(self, entries: list[Entry]) -> None:
         try:
@@ -282,6 +316,8 @@ class StageWorker:
                       maxlen=self.settings.deadletter_maxlen, approximate=True)
         for camera, frames in outcome.finished.items():
             pipe.hset(keys.done_key(self.stage), camera, frames)
+        for key, value in outcome.sets.items():
+            pipe.set(key, value)
         acks: dict[str, list[str]] = {}
         for entry in [*outcome.done, *(e for e, _ in outcome.dead)]:
             acks.setdefault(entry.stream, []).append(entry.id)

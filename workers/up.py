@@ -44,7 +44,7 @@ def cameras_from_args(args) -> list[Camera]:
     return cams
 
 
-def _check_inputs(cameras: list[Camera], settings: Settings) -> dict[str, int]:
+def _check_inputs(cameras: list[Camera], settings: Settings, pose_only: bool) -> dict[str, int]:
     """Open every source and find the models before anything starts: fail early and clearly."""
     frames = {}
     for cam in cameras:
@@ -52,6 +52,8 @@ def _check_inputs(cameras: list[Camera], settings: Settings) -> dict[str, int]:
         frames[cam.id] = source.frame_count
         source.close()
     resolve_pose_model(settings.pose_model, settings)
+    if pose_only:
+        return frames
     from workers.action.card import load_card
 
     load_card(resolve_action_model(settings))
@@ -81,6 +83,8 @@ def _specs(cameras: list[Camera], settings: Settings, args) -> list[ProcSpec]:
         specs.append(ProcSpec(f"producer[{cam.id}]", argv))
     common = ["--cameras", ids, "--mode", settings.mode, "--exit-on-eos"]
     specs.append(ProcSpec("pose-worker", ["pose-worker", *common, "--pose-model", settings.pose_model]))
+    if args.pose_only:
+        return specs
     action = ["action-worker", *common]
     if args.action_model:
         action += ["--action-model", str(args.action_model)]
@@ -111,7 +115,7 @@ def run_up(args) -> int:
     cameras = cameras_from_args(args)
     settings = load_settings(redis_url=args.redis, mode=args.mode, pose_model=args.pose_model,
                              action_model=args.action_model)
-    frames = _check_inputs(cameras, settings)
+    frames = _check_inputs(cameras, settings, args.pose_only)
     server: Optional[RedisServer] = None
     if settings.redis_url is None:
         server = RedisServer().start()

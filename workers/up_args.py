@@ -22,4 +22,6 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events-out", help="write events as JSON lines to this file")
     p.add_argument("--skeletons-out", help="write each camera's tracks as Kinetics-skeleton JSON here")
     p.add_argument("--annotate-out", help="write the video with skeletons, track ids and labels (.mp4)")
+    p.add_argument("--pose-only", action="store_true",
+                   help="run no action stage: skeletons only (e.g. to build training data)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -16,7 +16,8 @@ import numpy as np
 
 from shared import codec, keys
 from shared.codec import DecodeError
-from shared.schemas import EndOfStream, Event
+from shared.redisio import processed_tail
+from shared.schemas import EndOfStream, Event, Skeletons
 from shared.settings import Settings
 from shared.worker import Entry, Outcome, Output, StageWorker
 from workers.action.classifier import ActionClassifier
@@ -68,7 +69,23 @@ class ActionWorker(StageWorker):
                              num_person=card.num_person, min_frames=self.settings.min_frames)
 
     def on_acquired(self, camera: str) -> None:
-        self.windows.setdefault(camera, self._new_windows(camera))
+        """Rebuild the camera's windows from the skeletons already processed (a takeover),
+        so no window is lost; those windows were classified by the previous owner."""
+        windows = self._new_windows(camera)
+        tail = processed_tail(self.r, keys.skeletons_stream(camera), self.stage,
+                              self.classifier.card.window)
+        for _, fields in tail:
+            try:
+                msg = codec.decode_skeletons(fields)
+            except DecodeError:
+                continue
+            if isinstance(msg, Skeletons):
+                windows.push(msg)
+                windows.due()  # classified before: advance the stride bookkeeping only
+        windows.ended()
+        if tail:
+            log.info("camera %s: windows rebuilt from %d processed skeleton entries", camera, len(tail))
+        self.windows[camera] = windows
 
     def on_released(self, camera: str) -> None:
         self.windows.pop(camera, None)

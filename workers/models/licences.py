@@ -245,8 +245,9 @@ def notice_text(spec: ModelSpec, texts: dict[str, str], tools: str) -> str:
         f"{up.requirement}:",
         f"  {up.archive}: sha256 {up.sha256}{chain}",
         "",
-        f"Changes: converted to ONNX with {tools} (opset 17); dynamic dimensions named and generated",
-        "node/tensor names renumbered. The weights and the computation are unchanged.",
+        f"Changes: converted to ONNX with {tools} (opset 17); dynamic dimensions named, generated "
+        "node/tensor names renumbered.",
+        "The weights and the computation are unchanged.",
         "",
         f"Licence: Apache License, Version 2.0 (see {license_name(spec.name)}).",
         up.remark,

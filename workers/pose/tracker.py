@@ -194,6 +194,23 @@ class Tracker:
         out.sort(key=lambda p: p.track_id)
         return TrackUpdate(out, ended)
 
+    @property
+    def next_id(self) -> int:
+        """The id the next confirmed track gets."""
+        return self._next_id
+
+    def restore(self, people: Sequence[Person], next_id: int = 1) -> None:
+        """Resume a camera another worker tracked: ``people`` (its last published frame,
+        tracked) become confirmed tracks with their ids; new ids start at ``next_id`` or
+        above every restored id, so ids are never reused across a takeover."""
+        tracked = [p for p in people if p.track_id > 0]
+        self._tracks = [
+            _Track(p.box.copy(), p.keypoints.copy(), p.box.copy(), p.keypoints.copy(),
+                   hits=self.config.min_hits, track_id=p.track_id)
+            for p in tracked
+        ]
+        self._next_id = max([next_id, *(p.track_id + 1 for p in tracked)])
+
     def finish(self) -> tuple[int, ...]:
         """End every track (end of stream, camera released); returns the confirmed ids."""
         ended = tuple(sorted(t.track_id for t in self._tracks if t.confirmed))

@@ -37,7 +37,23 @@ class PoseWorker(StageWorker):
         self._last_report = time.monotonic()
 
     def on_acquired(self, camera: str) -> None:
-        self.trackers.setdefault(camera, Tracker())  # kept across a reconnect
+        """Resume tracking where the camera's last skeleton entry left it (a takeover)."""
+        tracker = Tracker()
+        last = self.r.xrevrange(keys.skeletons_stream(camera), count=1)
+        next_id = int(self.r.get(keys.next_track_key(camera)) or 1)
+        msg = None
+        if last:
+            try:
+                msg = codec.decode_skeletons(last[0][1])
+            except DecodeError:
+                pass
+        if isinstance(msg, Skeletons):
+            tracker.restore(msg.people, next_id)
+            log.info("camera %s: tracking resumed at frame %d with tracks %s", camera, msg.seq,
+                     [p.track_id for p in msg.people])
+        else:
+            tracker.restore((), next_id)
+        self.trackers[camera] = tracker
 
     def on_released(self, camera: str) -> None:
         self.trackers.pop(camera, None)
@@ -111,6 +127,8 @@ class PoseWorker(StageWorker):
                                           self.settings.skeleton_maxlen))
                 cams.add(msg.camera)
             out.done.append(entry)
+        for cam in cams:
+            out.sets[keys.next_track_key(cam)] = str(self.trackers[cam].next_id)
         self._count_batch(len(people), cams)
 
     def _track(self, camera: str, people):

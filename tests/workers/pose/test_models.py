@@ -43,6 +43,16 @@ def test_input_size_is_passed_through():
     assert op.input_size == (656, 368) and mv.input_size == (256, 256)
     with pytest.raises(ModelError, match="multiples of 32"):
         load_pose_model("movenet", model_file("movenet_multipose.onnx"), input_size=(250, 250))
+    with pytest.raises(ModelError, match=r"\(width, height\)"):
+        load_pose_model("mobilenet_thin", model_file("mobilenet_thin.onnx"), input_size=256)
+
+
+def test_resize_out_ratio_option():
+    op = load_pose_model("mobilenet_thin", model_file("mobilenet_thin.onnx"), resize_out_ratio=2)
+    assert op.resize_out_ratio == 2.0
+    assert load_pose_model("mobilenet_thin", model_file("mobilenet_thin.onnx")).resize_out_ratio == 4.0
+    with pytest.raises(ModelError, match="mobilenet_thin only"):
+        load_pose_model("movenet", model_file("movenet_multipose.onnx"), resize_out_ratio=2)
 
 
 def test_movenet_file_as_mobilenet_thin_is_refused():

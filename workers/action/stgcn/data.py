@@ -93,3 +93,180 @@ def sort_persons(data: np.ndarray) -> np.ndarray:
     """
     order = (-data[2].sum(axis=1)).argsort(axis=1)  # (T, M)
     return np.take_along_axis(data, order[None, :, None, :], axis=3)
+
+
+# -- NTU RGB+D ------------------------------------------------------------------------------
+NTU_JOINTS = 25
+NTU_MAX_BODY = 2
+
+
+def read_ntu_skeleton(path: str | os.PathLike, max_body: int = NTU_MAX_BODY,
+                      num_joints: int = NTU_JOINTS) -> np.ndarray:
+    """One NTU RGB+D ``.skeleton`` file -> float32 ``(3, T, V=25, M=max_body)`` = x, y, z.
+
+    As the original ``tools/utils/ntu_read_skeleton.read_xyz``: T = the file's frame count,
+    bodies beyond ``max_body`` are dropped, missing bodies stay zero. Raises ClipError.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().split("\n")
+        frames = _ntu_frames(lines)
+    except (OSError, ValueError, IndexError) as exc:
+        raise ClipError(f"{path}: not a readable NTU .skeleton file: {exc}") from None
+    data = np.zeros((NUM_CHANNELS, len(frames), num_joints, max_body), dtype=np.float64)
+    for t, bodies in enumerate(frames):
+        for m, joints in enumerate(bodies[:max_body]):
+            xyz = joints[:num_joints, :3]
+            data[:, t, : xyz.shape[0], m] = xyz.T
+    return data.astype(np.float32)
+
+
+def _ntu_frames(lines: list[str]) -> list[list[np.ndarray]]:
+    """Parse the text: per frame, per body, joints ``(V, 11)`` (x y z depthX depthY colorX
+    colorY orientationW X Y Z); the 12th value (tracking state) is dropped."""
+    pos = 0
+
+    def take() -> str:
+        nonlocal pos
+        pos += 1
+        return lines[pos - 1]
+
+    frames = []
+    for _ in range(int(take())):
+        bodies = []
+        for _ in range(int(take())):
+            take()  # body info: id, clipped edges, hand states, lean, tracking state
+            joints = [list(map(float, take().split()))[:11] for _ in range(int(take()))]
+            bodies.append(np.asarray(joints, dtype=np.float64).reshape(-1, 11))
+        frames.append(bodies)
+    return frames
+
+
+def read_label_json(path: str | os.PathLike) -> dict[str, tuple[str, int, bool]]:
+    """The original tools' label JSON ``{clip: {"label", "label_index", "has_skeleton"}}`` ->
+    ``{clip: (label, label_index, has_skeleton)}``; a clip name's ``_rgb`` suffix is also
+    indexed without it (so ``.skeleton`` file stems find their label)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ClipError(f"{path}: cannot read the label JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ClipError(f"{path}: a label JSON is an object keyed by clip name")
+    out = {}
+    for clip, info in raw.items():
+        entry = (str(info["label"]), int(info["label_index"]), bool(info.get("has_skeleton", True)))
+        out[clip] = entry
+        if clip.endswith("_rgb"):
+            out.setdefault(clip[:-4], entry)
+    return out
+
+
+def ntu_action(name: str) -> int:
+    """The action class of an NTU clip name ``SsssCcccPpppRrrrAaaa`` (0-based: A001 -> 0)."""
+    stem = Path(name).name.split(".")[0].removesuffix("_rgb")
+    i = stem.find("A")
+    if i < 0 or not stem[i + 1: i + 4].isdigit():
+        raise ClipError(f"{name}: not an NTU clip name (SsssCcccPpppRrrrAaaa)")
+    return int(stem[i + 1: i + 4]) - 1
+
+
+def gendata(paths: list[Path], labels: list[int], out_dir: str | os.PathLike, part: str,
+            reader=None, window: int = 300, num_joints: int = OPENPOSE_JOINTS,
+            num_person: int = 2) -> tuple[Path, Path]:
+    """The original ``*_gendata.py``: clips -> ``{part}_data.npy`` (a memory-mapped float32
+    ``(N, 3, window, V, M)``, clips cut or zero-padded at the end) and ``{part}_label.pkl``
+    (``(sample_names, labels)``, the original's pickle) + ``{part}_label.json``.
+
+    ``reader(path) -> (3, T, V, M)`` array (default: :func:`read_kinetics_json`).
+    """
+    import pickle
+
+    from numpy.lib.format import open_memmap
+
+    if len(paths) != len(labels):
+        raise ValueError(f"{len(paths)} clips but {len(labels)} labels")
+    reader = reader or (lambda p: read_kinetics_json(p, window=window, num_joints=num_joints,
+                                                     num_person_out=num_person)[0])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_path, label_path = out_dir / f"{part}_data.npy", out_dir / f"{part}_label.pkl"
+    fp = open_memmap(data_path, dtype="float32", mode="w+",
+                     shape=(len(paths), NUM_CHANNELS, window, num_joints, num_person))
+    for i, path in enumerate(paths):
+        clip = reader(path)[:, :window]
+        fp[i, :, : clip.shape[1], :, : clip.shape[3]] = clip[..., :num_person]
+    fp.flush()
+    del fp
+    names = [Path(p).name for p in paths]
+    with open(label_path, "wb") as fh:
+        pickle.dump((names, [int(x) for x in labels]), fh)
+    (out_dir / f"{part}_label.json").write_text(json.dumps(
+        {"sample_name": names, "label": [int(x) for x in labels]}))
+    log.info("gendata %s: %d clips -> %s", part, len(paths), data_path)
+    return data_path, label_path
+
+
+def load_gendata(data_path: str | os.PathLike,
+                 label_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(data (N, 3, T, V, M) memory-mapped, labels (N,) int64, sample_names)``."""
+    import pickle
+
+    with open(label_path, "rb") as fh:
+        names, labels = pickle.load(fh)
+    data = np.load(data_path, mmap_mode="r")
+    if data.shape[0] != len(labels):
+        raise ClipError(f"{data_path}: {data.shape[0]} samples but {len(labels)} labels")
+    return data, np.asarray(labels, dtype=np.int64), list(names)
+
+
+# -- actionstream's own exports (`actionstream up --skeletons-out DIR`) -------------------
+EXPORT_SCALE = 1000  # pixel size given to the normalised 0..1 coordinates of an export
+
+
+def read_exported_skeletons(path: str | os.PathLike, fps: float = 30.0,
+                            size: tuple[int, int] = (EXPORT_SCALE, EXPORT_SCALE)):
+    """One camera's exported JSON -> ``(camera, [Skeletons, ...])`` in seq order.
+
+    The export holds ``data[].frame_index`` (seq + 1), per person ``pose`` (36 values,
+    x/width, y/height), ``score`` (18) and ``track_id``. Keypoints are scaled back to a
+    ``size`` frame (the export does not keep the real one; x/width is what the windows
+    use, so only the nearest-person order can differ), boxes come from the keypoints and
+    ``ts = seq / fps``. Frames of the export without people are kept (empty).
+    """
+    from shared.schemas import Skeletons
+    from shared.skeleton import Person, box_from_keypoints
+
+    path = Path(path)
+    try:
+        info = json.loads(path.read_text())
+        frames = sorted(info["data"], key=lambda f: int(f["frame_index"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClipError(f"{path}: not an actionstream skeleton export: {exc}") from None
+    camera = str(info.get("camera") or path.stem)
+    scale = np.array(size, dtype=np.float64)
+    out = []
+    for frame in frames:
+        people = []
+        for sk in frame.get("skeleton") or []:
+            kp = np.zeros((OPENPOSE_JOINTS, 3), dtype=np.float64)
+            kp[:, :2] = np.asarray(sk["pose"], dtype=np.float64).reshape(OPENPOSE_JOINTS, 2) * scale
+            kp[:, 2] = sk["score"]
+            kp[kp[:, 2] <= 0] = 0.0
+            people.append(Person(kp, box_from_keypoints(kp.astype(np.float32)),
+                                 float(kp[:, 2].mean()), int(sk.get("track_id", -1))))
+        seq = int(frame["frame_index"]) - 1
+        out.append(Skeletons(camera=camera, seq=seq, ts=seq / fps, width=int(size[0]),
+                             height=int(size[1]), people=tuple(people), model="export"))
+    return camera, out
+
+
+def write_exported_skeletons(path: str | os.PathLike, camera: str,
+                             frames: list[list[dict]]) -> Path:
+    """Write an export-format JSON (tests, synthetic data): ``frames[i]`` is frame i's list
+    of ``{"pose": 36, "score": 18, "track_id": int}``."""
+    data = [{"frame_index": i + 1, "skeleton": people} for i, people in enumerate(frames)]
+    path = Path(path)
+    path.write_text(json.dumps({"camera": camera, "data": data, "label": "unknown",
+                                "label_index": -1}))
+    return path
