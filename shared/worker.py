@@ -21,6 +21,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -90,9 +91,11 @@ class StageWorker:
                                         "errors": 0, "state": "starting"}
         self._stop = False
         self._next_leases = 0.0
-        self._next_beat = 0.0
+        self._lost: set[str] = set()  # leases the keeper thread could not renew
+        self._keeper: Optional[threading.Thread] = None
+        self._keeper_stop = threading.Event()
         self.max_attempts = 3  # failures of a batch (exceptions) before dead-lettering
-        self.max_deliveries = 5  # deliveries of one entry (e.g. killed workers) before dead-lettering
+        self.max_deliveries = 10  # deliveries of one entry (e.g. killed workers) before dead-lettering
 
     # ---------------------------------------------------------------- hooks
 
@@ -127,6 +130,7 @@ class StageWorker:
         ``max_items``: stop after that many entries; ``exit_on_eos``: stop once every
         camera of ``cameras`` has reached its end of stream."""
         self._connect()
+        self._start_keeper()
         backoff = 0.2
         try:
             while not self._stop:
@@ -172,9 +176,10 @@ class StageWorker:
     def tick(self) -> int:
         """One round: refresh leases, read a batch, handle it, write. Returns entries read."""
         now = time.monotonic()
-        if now >= self._next_beat:
-            self.heartbeat()
-            self._next_beat = now + 2.0
+        for cam in sorted(self._lost & self.owned):
+            log.warning("%s: lost the lease on camera %s", self.worker_id, cam)
+            self._drop(cam)
+        self._lost.clear()
         if now >= self._next_leases:
             self.refresh_leases()
             self._next_leases = now + self.settings.lease_ttl_s / 3
@@ -189,12 +194,28 @@ class StageWorker:
         cams = registered_cameras(self.r)
         return [c for c in cams if self.only is None or c in self.only]
 
+    def _start_keeper(self) -> None:
+        """A thread that renews leases and beats the heart while a long batch runs."""
+        self._keeper_stop.clear()
+        self._keeper = threading.Thread(target=self._keep, name=f"{self.worker_id}-leases", daemon=True)
+        self._keeper.start()
+
+    def _keep(self) -> None:
+        period = min(2.0, self.settings.lease_ttl_s / 3)
+        while not self._keeper_stop.wait(period):
+            try:
+                for cam in self.owned.copy():  # a copy: the main thread changes the set
+                    if not self.leases.renew(cam):
+                        self._lost.add(cam)
+                self.heartbeat()
+            except CONNECTION_ERRORS:
+                pass  # the main loop sees the outage and reconnects
+            except Exception:  # never let the keeper die silently
+                log.exception("%s: lease keeper failed", self.worker_id)
+
     def refresh_leases(self) -> None:
-        """Renew our leases, give back what exceeds a fair share, take free cameras."""
-        for cam in sorted(self.owned):
-            if not self.leases.renew(cam):
-                log.warning("%s: lost the lease on camera %s", self.worker_id, cam)
-                self._drop(cam)
+        """Give back what exceeds a fair share, take free cameras (renewal: the keeper)."""
+        self.heartbeat()
         wanted = self.wanted_cameras()
         share = self.fair_share(len(wanted))
         for cam in sorted(self.owned)[share:]:
@@ -223,15 +244,20 @@ class StageWorker:
         self.on_acquired(camera)
 
     def _claim_pending(self, stream: str) -> int:
-        """Move every pending entry of the stage's group on ``stream`` to this consumer."""
-        start, total = "0-0", 0
+        """Move every pending entry of the stage's group on ``stream`` to this consumer.
+
+        JUSTID leaves the delivery counters alone: only real deliveries count towards
+        ``max_deliveries``.
+        """
+        start, total, page = "0-0", 0, 1000
         while True:
-            reply = self.r.xautoclaim(stream, self.stage, self.worker_id, min_idle_time=0,
-                                      start_id=start, count=500)
-            start = text(reply[0])
-            total += len(reply[1])
-            if start == "0-0":
+            ids = self.r.xautoclaim(stream, self.stage, self.worker_id, min_idle_time=0,
+                                    start_id=start, count=page, justid=True)
+            total += len(ids)
+            if len(ids) < page:
                 return total
+            ms, _, seq = text(ids[-1]).partition("-")
+            start = f"{ms}-{int(seq) + 1}"
 
     def _drop(self, camera: str) -> None:
         self.owned.discard(camera)
@@ -257,8 +283,8 @@ class StageWorker:
         return self._xread(fresh, block=self.settings.block_ms)
 
     def _xread(self, streams: dict[str, str], block: Optional[int]) -> list[Entry]:
-        resp = self.r.xreadgroup(self.stage, self.worker_id, streams,
-                                 count=self.settings.batch_per_camera, block=block)
+        count = min(self.settings.batch_per_camera, max(1, self.settings.max_batch // len(streams)))
+        resp = self.r.xreadgroup(self.stage, self.worker_id, streams, count=count, block=block)
         return [Entry(s, keys.camera_of_stream(s), i, f) for s, i, f in stream_entries(resp)]
 
     def _screen_redelivered(self, entries: list[Entry]) -> list[Entry]:
@@ -336,11 +362,14 @@ class StageWorker:
 
     def heartbeat(self) -> None:
         beat = dict(self.metrics, worker=self.worker_id, stage=self.stage,
-                    cameras=sorted(self.owned), at=self.clock())
+                    cameras=sorted(self.owned.copy()), at=self.clock())
         self.r.set(keys.worker_key(self.worker_id), json.dumps(beat),
                    ex=max(5, int(self.settings.lease_ttl_s * 3)))
 
     def _shutdown(self) -> None:
+        self._keeper_stop.set()
+        if self._keeper is not None:
+            self._keeper.join(5)
         self.metrics["state"] = "stopped"
         try:
             for cam in sorted(self.owned):

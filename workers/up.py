@@ -16,7 +16,7 @@ from producer.sources import open_source
 from shared import keys
 from shared.modelpaths import resolve_action_model, resolve_pose_model
 from shared.redis_server import RedisServer
-from shared.redisio import connect, redact
+from shared.redisio import CONNECTION_ERRORS, connect, redact
 from shared.settings import Camera, Settings, SettingsError, load_camera_file, load_settings, make_camera, parse_crop
 from workers.exports import Collector, write_events, write_skeletons
 from workers.supervisor import ProcSpec, Supervisor, child_env
@@ -103,7 +103,11 @@ def _supervise(sup: Supervisor, collector: Collector, total: int, quiet: bool) -
     bar = _progress(total, quiet)
     try:
         while sup.poll():
-            collector.poll(block_ms=250)
+            try:
+                collector.poll(block_ms=250)
+            except CONNECTION_ERRORS as exc:  # Redis restarting: the stages wait too
+                log.warning("up: redis unreachable (%s); waiting", exc)
+                time.sleep(1.0)
             bar.update(collector.frames_done() - bar.n)
         collector.drain()
         bar.update(collector.frames_done() - bar.n)

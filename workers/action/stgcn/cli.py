@@ -164,14 +164,238 @@ def export_main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+# -- stgcn train ------------------------------------------------------------------------------
+TRAIN_EXAMPLE = """\
+data:
+  train: {data: work/train_data.npy, label: work/train_label.pkl}   # from gendata
+  val: {data: work/val_data.npy, label: work/val_label.pkl}         # optional
+labels: [drink water, pickup]      # or labels_file: labels.txt (one per line)
+model: {layout: openpose, channels: null, dropout: 0.5, edge_importance: true}
+augment: {random_choose: true, window_size: 150, random_move: true, random_shift: false}
+train: {epochs: 50, batch_size: 64, lr: 0.1, optimizer: sgd, weight_decay: 0.0001,
+        step: [20, 30, 40], class_weight: balanced, vote_last: 0, device: auto, seed: 0}
+work_dir: work/run1                 # checkpoints epochNNN.pt
+export: {out: work/run1/model.onnx, window: 300, fps: 30, dynamic_t: true, vote_last: 0}
+"""
+
+
+def _train_config(path: Path) -> dict:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"config {path}: {exc}") from None
+    if not isinstance(cfg, dict) or "train" not in cfg.get("data", {}):
+        raise UsageError(f"config {path}: needs data.train.data and data.train.label; "
+                         f"example:\n{TRAIN_EXAMPLE}")
+    return cfg
+
+
+def _config_labels(cfg: dict, num_class: int) -> tuple[str, ...]:
+    if cfg.get("labels_file"):
+        labels = read_labels(Path(cfg["labels_file"]))
+    else:
+        labels = tuple(cfg.get("labels") or (f"class_{i}" for i in range(num_class)))
+    if len(labels) != num_class:
+        raise UsageError(f"{len(labels)} labels for {num_class} classes")
+    return labels
+
+
+def run_train(cfg: dict) -> int:
+    """Train as ``cfg`` says (see :data:`TRAIN_EXAMPLE`), export ONNX + card at the end."""
+    from workers.action.card import ModelCard
+    from workers.action.stgcn.export import export_onnx
+    from workers.action.stgcn.feeder import from_gendata
+    from workers.action.stgcn.train import TrainOptions, build_stgcn, fit
+
+    aug = {k: v for k, v in (cfg.get("augment") or {}).items()
+           if k in ("random_choose", "random_shift", "random_move", "window_size")}
+    try:
+        train = from_gendata(cfg["data"]["train"]["data"], cfg["data"]["train"]["label"], **aug)
+        val_cfg = cfg["data"].get("val")
+        window = aug.get("window_size", -1)
+        val = from_gendata(val_cfg["data"], val_cfg["label"], window_size=window) if val_cfg else None
+    except (OSError, KeyError, ValueError) as exc:
+        raise UsageError(f"training data: {exc}") from None
+    mcfg = cfg.get("model") or {}
+    num_class = int(mcfg.get("num_class") or (len(cfg["labels"]) if cfg.get("labels") else
+                                                int(train.labels.max()) + 1))
+    labels = _config_labels(cfg, num_class)
+    model = build_stgcn(num_class, mcfg.get("layout", "openpose"), mcfg.get("channels"),
+                        float(mcfg.get("dropout", 0.0)), bool(mcfg.get("edge_importance", True)),
+                        seed=int((cfg.get("train") or {}).get("seed", 0)))
+    known = set(TrainOptions.__dataclass_fields__)
+    topt = {k: v for k, v in (cfg.get("train") or {}).items() if k in known}
+    opt = TrainOptions(**{**topt, "work_dir": cfg.get("work_dir")})
+    result = fit(model, train, opt, val)
+    print(f"trained {opt.epochs} epochs in {result.seconds:.1f} s; last: {result.history[-1]}")
+    exp = cfg.get("export") or {}
+    if exp.get("out"):
+        metrics = {k: v for k, v in result.history[-1].items() if k in ("top1", "top5", "loss")}
+        card = ModelCard(name=exp.get("name") or Path(exp["out"]).stem, labels=labels,
+                         layout=model.config["layout"], window=int(exp.get("window", 300)),
+                         fps=float(exp.get("fps", 30.0)), num_person=train.data.shape[4],
+                         dynamic_t=bool(exp.get("dynamic_t", True)),
+                         vote_last=int(exp.get("vote_last", opt.vote_last)),
+                         training_data=str(exp.get("training_data", "")), metrics=metrics,
+                         notice=str(exp.get("notice", "")))
+        out = export_onnx(model, exp["out"], card)
+        print(f"wrote {out.model_path} and {out.card_path}")
+    return EXIT_OK
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """``actionstream stgcn train --config FILE.yaml``; returns the exit code."""
+    p = argparse.ArgumentParser(prog="actionstream stgcn train",
+                                description="Train ST-GCN from a YAML config, export ONNX + card.",
+                                epilog="config example:\n" + TRAIN_EXAMPLE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, required=True)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("error: stgcn train needs PyTorch: pip install 'actionstream[train]'", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run_train(_train_config(args.config))
+    except (UsageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# -- stgcn fall-model -------------------------------------------------------------------------
+FALL_NOTICE = ("Trained on UR Fall Detection, NTU RGB+D and Kinetics material: research use "
+               "only (see their terms); not a certified fall detector.")
+
+
+def fall_parser() -> argparse.ArgumentParser:
+    from workers.action.stgcn.fall import FallConfig
+    from workers.action.stgcn.train import PLANS
+
+    d = FallConfig()
+    p = argparse.ArgumentParser(prog="actionstream stgcn fall-model", description=(
+        "Build fall-training windows from `actionstream up --skeletons-out` exports, "
+        "cross-validate (simulating the action worker and its rules), train on all clips "
+        "and export ONNX + card."))
+    p.add_argument("--skeletons", type=Path, required=True, help="folder of <camera>.json exports")
+    p.add_argument("--labels", type=Path, help="URFD labels.csv (clip, frame, -1/0/1, ...)")
+    p.add_argument("--cv", type=int, default=5, help="folds (0: no cross-validation)")
+    p.add_argument("--out", type=Path, help="the .onnx to write (card .json beside it)")
+    p.add_argument("--report", type=Path, help="write the CV figures and per-clip outcomes (JSON)")
+    p.add_argument("--classes", type=int, choices=[2, 3], default=len(d.classes),
+                   help="2: not-falling/falling; 3: upright/falling/lying")
+    p.add_argument("--window", type=int, default=d.window, help="card window (multiple of 4)")
+    p.add_argument("--vote-last", type=int, default=d.vote_last)
+    p.add_argument("--plan", choices=sorted(PLANS), default="tiny", help="network size")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--train-stride", type=int, default=d.train_stride)
+    p.add_argument("--max-per-clip", type=int, default=d.max_per_clip)
+    p.add_argument("--stride", type=int, default=d.stride, help="the action worker's stride")
+    p.add_argument("--min-frames", type=int, default=d.min_frames)
+    p.add_argument("--cooldown", type=float, default=d.cooldown_s)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def run_fall(args) -> int:
+    """CV (optional), final training on every clip, export."""
+    import json
+
+    from workers.action.stgcn import fall
+    from workers.action.stgcn.train import PLANS
+
+    if args.window % 4 or args.window < args.min_frames:
+        raise UsageError(f"--window must be a multiple of 4 and >= --min-frames ({args.min_frames})")
+    cfg = fall.FallConfig(classes=fall.CLASSES_2 if args.classes == 2 else fall.CLASSES_3,
+                          window=args.window, vote_last=args.vote_last,
+                          train_stride=args.train_stride, stride=args.stride,
+                          min_frames=args.min_frames, channels=PLANS[args.plan],
+                          epochs=args.epochs, lr=args.lr, max_per_clip=args.max_per_clip,
+                          cooldown_s=args.cooldown, seed=args.seed, device=args.device,
+                          progress=not args.no_progress)
+    clips = fall.load_clips(args.skeletons, args.labels)
+    if not clips:
+        raise UsageError(f"no *.json skeleton exports in {args.skeletons}")
+    report: dict = {"config": {**vars(cfg), "plan": args.plan}}
+    if args.cv:
+        scored, rows = fall.cross_validate(clips, cfg, args.cv)
+        best = fall.recommend(rows)
+        _print_sweep(rows, best)
+        events = {c.name: fall.clip_outcome(c, fall.clip_events(
+            scored[c.name], cfg.classes, best["threshold"], best["consecutive"], cfg.cooldown_s))
+            for c in clips}
+        report.update(sweep=rows, recommended=best, clips=events)
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=1, default=str))
+    if args.out:
+        _final_model(clips, cfg, args, report.get("recommended"))
+    return EXIT_OK
+
+
+def _print_sweep(rows: list[dict], best: dict) -> None:
+    cols = ["threshold", "consecutive", "recall", "recall_urfd", "recall_ntu",
+            "latency_median_s", "latency_max_s", "false_per_negative_clip",
+            "false_negative_total", "false_before_fall_urfd"]
+    print("  ".join(c[:14] for c in cols))
+    for r in rows:
+        mark = "  <- recommended" if r is best else ""
+        print("  ".join(f"{r[c]!s:>{len(c[:14])}}" for c in cols) + mark)
+
+
+def _final_model(clips, cfg, args, best: Optional[dict]) -> None:
+    from workers.action.card import ModelCard
+    from workers.action.stgcn.export import export_onnx
+    from workers.action.stgcn.fall import train_fall
+
+    model, result = train_fall(clips, cfg)
+    metrics = {"cv_folds": args.cv, **(best or {}),
+               "train_seconds": round(result.seconds, 1), "train_loss": result.history[-1]["loss"]}
+    kinds = {k: sum(c.kind == k for c in clips) for k in ("urfd", "ntu-fall", "negative")}
+    card = ModelCard(
+        name=args.out.stem, labels=tuple(cfg.classes), layout="openpose", window=cfg.window,
+        fps=30.0, num_person=2, dynamic_t=True, vote_last=cfg.vote_last,
+        training_data=(f"actionstream MoveNet skeleton exports of {kinds['urfd']} UR Fall "
+                       f"Detection falls (cam0 RGB, per-frame labels), {kinds['ntu-fall']} NTU "
+                       f"RGB+D A043 falls, {kinds['negative']} negative clips (NTU A001/A006, "
+                       "Kinetics demos, multi-person walking); windows as the action worker "
+                       f"builds them (T <= {cfg.window}, stride {cfg.train_stride}, M = 2)"),
+        metrics=metrics, notice=FALL_NOTICE)
+    out = export_onnx(model, args.out, card)
+    print(f"wrote {out.model_path} ({out.model_path.stat().st_size / 1e6:.2f} MB) and "
+          f"{out.card_path}; trained in {result.seconds:.0f} s")
+
+
+def fall_main(argv: list[str] | None = None) -> int:
+    """``actionstream stgcn fall-model --skeletons DIR --labels CSV [--cv K] [--out X.onnx]``."""
+    try:
+        args = fall_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return run_fall(args)
+    except (UsageError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m workers.action.stgcn.cli export ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "export":
-        print("usage: python -m workers.action.stgcn.cli export --help", file=sys.stderr)
+    commands = {"export": export_main, "train": train_main, "fall-model": fall_main}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m workers.action.stgcn.cli {export,train,fall-model} --help",
+              file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return export_main(argv[1:])
+    return commands[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

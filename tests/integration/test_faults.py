@@ -1,0 +1,175 @@
+"""Faults inflicted on real processes and a real Redis: kill -9, Redis restarts.
+
+Each test replays a real clip and checks the invariants: every frame gets a skeleton
+entry, every due window is classified, and no event id appears twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from shared import codec, keys
+from shared.redis_server import RedisServer
+from shared.schemas import EndOfStream, Skeletons
+from tests.conftest import ROOT, shared_path
+
+pytestmark = pytest.mark.integration
+CLIP, FRAMES = "fall-01-cam0.mp4", 160
+STRIDE, MIN_FRAMES = 15, 16
+
+
+def _env(url, model):
+    return dict(os.environ, ACTIONSTREAM_REDIS_URL=url, ACTIONSTREAM_LEASE_TTL_S="1.5",
+                ACTIONSTREAM_STRIDE=str(STRIDE), ACTIONSTREAM_MIN_FRAMES=str(MIN_FRAMES),
+                ACTIONSTREAM_ALERT_LABELS='["upright", "falling", "lying"]',
+                ACTIONSTREAM_ALERT_THRESHOLD="0", ACTIONSTREAM_ALERT_COOLDOWN_S="0",
+                ACTIONSTREAM_SHARED_DIR=str(shared_path()), ACTIONSTREAM_BATCH_PER_CAMERA="4",
+                ACTIONSTREAM_ACTION_MODEL=str(model))
+
+
+def _spawn(env, *args):
+    return subprocess.Popen([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _expected_windows(skeletons):
+    """(track, frame_end) of every window an uninterrupted action worker classifies."""
+    from workers.action.window import CameraWindows
+
+    wins = CameraWindows(window=300, stride=STRIDE, min_frames=MIN_FRAMES, camera="cam")
+    due = set()
+    for msg in skeletons:
+        if isinstance(msg, EndOfStream):
+            due |= {(ref.track_id, ref.frame_end) for ref in wins.flush()}
+            break
+        wins.push(msg)
+        due |= {(ref.track_id, ref.frame_end) for ref in wins.due()}
+    return due
+
+
+def _check_invariants(r, camera="cam"):
+    skeletons = [codec.decode_skeletons(f) for _, f in r.xrange(keys.skeletons_stream(camera))]
+    seqs = {s.seq for s in skeletons if isinstance(s, Skeletons)}
+    assert seqs == set(range(FRAMES)), f"missing skeletons for frames {sorted(set(range(FRAMES)) - seqs)}"
+    # the first entry of a frame is the one the action stage used (a redelivery repeats it)
+    first, seen = [], set()
+    for s in skeletons:
+        key = s.seq if isinstance(s, Skeletons) else "eos"
+        if key not in seen:
+            seen.add(key)
+            first.append(s)
+    expected = _expected_windows(first)
+    scored = {(int(f[b"track_id"]), int(f[b"frame_end"])) for _, f in r.xrange(keys.scores_stream(camera))}
+    assert expected and expected <= scored, f"windows never classified: {sorted(expected - scored)}"
+    ids = [json.loads(f[b"event"])["id"] for _, f in r.xrange(keys.EVENTS_STREAM)]
+    assert ids and len(ids) == len(set(ids)), "an event id appears twice"
+
+
+def _wait(procs, timeout):
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.wait(max(1, deadline - time.monotonic()))
+
+
+def test_kill_9_workers_mid_replay(r, redis_url, seeded_action_model):
+    env = _env(redis_url, seeded_action_model)
+    video = str(shared_path("data", "urfd", CLIP))
+    producer = _spawn(env, "produce", "--source", video, "--camera", "cam", "--crop", "320,0,320,240",
+                      "--mode", "replay")
+    common = ["--cameras", "cam", "--mode", "replay", "--exit-on-eos"]
+    pose = _spawn(env, "pose-worker", *common)
+    action = _spawn(env, "action-worker", *common)
+    kills = 0
+    for round_ in range(3):
+        time.sleep(4)
+        for name in ("pose", "action"):
+            proc = pose if name == "pose" else action
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+        pose = _spawn(env, "pose-worker", *common)
+        action = _spawn(env, "action-worker", *common)
+    _wait([producer, pose, action], 300)
+    assert kills >= 2, "the clip ended before the workers could be killed"
+    assert pose.returncode == 0 and action.returncode == 0, action.stderr.read().decode()[-2000:]
+    _check_invariants(r)
+
+
+def test_redis_restart_mid_replay(tmp_path, seeded_action_model):
+    """A server with persistence is stopped and started again; every process recovers."""
+    server = RedisServer(data_dir=tmp_path / "redis", persist=True).start()
+    env = _env(server.url, seeded_action_model)
+    video = str(shared_path("data", "urfd", CLIP))
+    try:
+        up = subprocess.Popen([sys.executable, "-m", "shared.cli", "up", "--no-progress", "--redis", server.url,
+                               "--source", video, "--camera", "cam", "--crop", "320,0,320,240",
+                               "--skeletons-out", str(tmp_path / "sk"), "--fps", "12"], cwd=ROOT, env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(5)
+        assert up.poll() is None, up.stderr.read().decode()[-2000:]
+        port = server.port
+        server.stop()  # SIGTERM: the append-only file is flushed
+        time.sleep(3)
+        server = RedisServer(port=port, data_dir=tmp_path / "redis", persist=True).start()
+        up.wait(300)
+        err = up.stderr.read().decode()
+        assert up.returncode == 0, err[-3000:]
+        assert "redis unreachable" in err  # the outage was seen, and survived
+        _check_invariants(redis.Redis.from_url(server.url))
+        doc = json.loads((tmp_path / "sk" / "cam.json").read_text())
+        assert len(doc["data"]) == FRAMES
+    finally:
+        server.cleanup()
+
+
+def _children(pid, name):
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and name.encode() in cmd:
+            out.append(int(entry))
+    return out
+
+
+def test_kill_9_under_up_is_supervised(tmp_path, seeded_action_model):
+    server = RedisServer().start()
+    env = _env(server.url, seeded_action_model)
+    video = str(shared_path("data", "urfd", CLIP))
+    try:
+        up = subprocess.Popen([sys.executable, "-m", "shared.cli", "up", "--no-progress", "--redis", server.url,
+                               "--source", video, "--camera", "cam", "--crop", "320,0,320,240",
+                               "--events-out", str(tmp_path / "ev.jsonl"), "--fps", "12"], cwd=ROOT, env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        killed = 0
+        for _ in range(2):
+            time.sleep(5)
+            for name in ("pose-worker", "action-worker"):
+                for pid in _children(up.pid, name):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+        up.wait(300)
+        err = up.stderr.read().decode()
+        assert up.returncode == 0, err[-3000:]
+        assert killed >= 2 and "restart 1" in err
+        _check_invariants(redis.Redis.from_url(server.url))
+        ids = [json.loads(line)["id"] for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+        assert len(ids) == len(set(ids))
+    finally:
+        server.cleanup()
