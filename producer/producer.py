@@ -118,7 +118,7 @@ class Producer:
         self.r.xadd(self.stream, fields, maxlen=maxlen, approximate=True)
 
     def _wait_for_room(self) -> None:
-        while not self._stop and group_lag(self.r, self.stream, keys.POSE_GROUP) >= self.settings.replay_max_lag:
+        while not self._stop and (group_lag(self.r, self.stream, keys.POSE_GROUP) or 0) >= self.settings.replay_max_lag:
             self.stats["state"] = "waiting (backpressure)"
             self.sleep(0.02)
         self.stats["state"] = "running"

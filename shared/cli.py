@@ -172,12 +172,13 @@ def _cmd_deadletters(args) -> int:
 
 def _cmd_stgcn(args) -> int:
     rest = list(args.args)
-    if not rest or rest[0] != "export":
-        print("usage: actionstream stgcn export --help", file=sys.stderr)
+    if not rest or rest[0] not in ("export", "train", "fall-model"):
+        print("usage: actionstream stgcn {export,train,fall-model} --help", file=sys.stderr)
         return 2
-    from workers.action.stgcn.cli import export_main
+    from workers.action.stgcn import cli
 
-    return export_main(rest[1:])
+    main = {"export": cli.export_main, "train": cli.train_main, "fall-model": cli.fall_main}
+    return main[rest[0]](rest[1:])
 
 
 def _cmd_models(args) -> int:

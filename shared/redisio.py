@@ -8,7 +8,7 @@ release only touch a lease that still holds this worker's id.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import redis
 
@@ -62,12 +62,13 @@ def ensure_group(r: redis.Redis, stream: str, group: str) -> None:
             raise
 
 
-def group_lag(r: redis.Redis, stream: str, group: str) -> int:
-    """Entries of ``stream`` not yet delivered to ``group`` plus those pending (unacked)."""
+def group_lag(r: redis.Redis, stream: str, group: str) -> Optional[int]:
+    """Entries of ``stream`` not yet delivered to ``group`` plus those pending (unacked);
+    None when ``group`` does not exist (nobody consumes the stream)."""
     try:
         groups = r.xinfo_groups(stream)
     except redis.ResponseError:
-        return 0
+        return None
     for g in groups:
         name = g.get("name")
         if (name.decode() if isinstance(name, bytes) else name) == group:
@@ -75,7 +76,7 @@ def group_lag(r: redis.Redis, stream: str, group: str) -> int:
             if lag is None:  # the server cannot tell (e.g. after deletions): count entries
                 lag = r.xlen(stream)
             return int(lag) + int(g.get("pending", 0))
-    return int(r.xlen(stream))
+    return None
 
 
 class Leases:

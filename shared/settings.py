@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     frame_width: int = Field(0, ge=0, le=8192)  # 0: keep the source width
     jpeg_quality: int = Field(90, ge=10, le=100)
     live_maxlen: int = Field(500, ge=10)  # frame stream length in live mode (MAXLEN ~)
-    skeleton_maxlen: int = Field(20000, ge=300)
+    skeleton_maxlen: int = Field(3000, ge=300)  # keeps a window for takeovers
     replay_max_lag: int = Field(120, ge=1)  # replay: producer waits beyond this many unread
     max_lag_s: float = Field(2.0, gt=0)  # live: frames older than this are skipped
     batch_per_camera: int = Field(8, ge=1, le=1000)

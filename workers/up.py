@@ -16,7 +16,7 @@ from producer.sources import open_source
 from shared import keys
 from shared.modelpaths import resolve_action_model, resolve_pose_model
 from shared.redis_server import RedisServer
-from shared.redisio import CONNECTION_ERRORS, connect, redact
+from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, redact
 from shared.settings import Camera, Settings, SettingsError, load_camera_file, load_settings, make_camera, parse_crop
 from workers.exports import Collector, write_events, write_skeletons
 from workers.supervisor import ProcSpec, Supervisor, child_env
@@ -60,14 +60,19 @@ def _check_inputs(cameras: list[Camera], settings: Settings, pose_only: bool) ->
     return frames
 
 
-def _reset(r, cameras: list[Camera]) -> None:
-    """Start the run's cameras afresh: their old streams and end marks are removed."""
+def _reset(r, cameras: list[Camera], pose_only: bool) -> None:
+    """Start the run's cameras afresh: their old streams and end marks are removed, and
+    the consumer groups made up front so backpressure holds from the first frame."""
     pipe = r.pipeline(transaction=False)
     for cam in cameras:
         pipe.delete(keys.frames_stream(cam.id), keys.skeletons_stream(cam.id), keys.scores_stream(cam.id))
         for stage in (keys.POSE_GROUP, keys.ACTION_GROUP):
             pipe.hdel(keys.done_key(stage), cam.id)
     pipe.execute()
+    for cam in cameras:
+        ensure_group(r, keys.frames_stream(cam.id), keys.POSE_GROUP)
+        if not pose_only:
+            ensure_group(r, keys.skeletons_stream(cam.id), keys.ACTION_GROUP)
 
 
 def _specs(cameras: list[Camera], settings: Settings, args) -> list[ProcSpec]:
@@ -130,7 +135,7 @@ def run_up(args) -> int:
     collector = Collector(r, [c.id for c in cameras])
     t0 = time.monotonic()
     try:
-        _reset(r, cameras)
+        _reset(r, cameras, args.pose_only)
         sup.start()
         _supervise(sup, collector, sum(frames.values()), args.no_progress)
     except KeyboardInterrupt:

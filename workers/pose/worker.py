@@ -61,7 +61,8 @@ class PoseWorker(StageWorker):
     def has_room(self, camera: str) -> bool:
         if self.settings.mode != "replay":
             return True
-        return group_lag(self.r, keys.skeletons_stream(camera), keys.ACTION_GROUP) < self.settings.replay_max_lag
+        lag = group_lag(self.r, keys.skeletons_stream(camera), keys.ACTION_GROUP)
+        return lag is None or lag < self.settings.replay_max_lag  # None: no action stage runs
 
     def handle(self, entries: list[Entry]) -> Outcome:
         out = Outcome()

@@ -256,9 +256,11 @@ def train_fall(clips: Sequence[Clip], cfg: FallConfig, work_dir: Optional[str] =
     return result.model, result
 
 
-def score_clips(model, clips: Sequence[Clip], cfg: FallConfig) -> dict[str, list]:
+def score_clips(model, clips: Sequence[Clip], cfg: FallConfig,
+                fixed_t: bool = False) -> dict[str, list]:
     """Per clip, the worker's windows (stride, min_frames) with the model's probabilities:
-    ``{clip: [(ref, probs (classes,)), ...]}`` in the order the worker classifies them."""
+    ``{clip: [(ref, probs (classes,)), ...]}`` in the order the worker classifies them.
+    ``fixed_t``: score as a fixed-T export would (windows padded to ``cfg.window``)."""
     from workers.action.stgcn.feeder import ArrayDataset
     from workers.action.stgcn.train import evaluate
 
@@ -272,10 +274,25 @@ def score_clips(model, clips: Sequence[Clip], cfg: FallConfig) -> dict[str, list
         data = np.zeros((len(refs), 3, cfg.window, v, m), dtype=np.float32)
         for i, ref in enumerate(refs):
             data[i, :, : ref.frames] = ref.data
-        ds = ArrayDataset(data, np.zeros(len(refs)), [r.frames for r in refs])
-        probs = evaluate(model, ds, 64, cfg.vote_last)
+        if fixed_t:  # a fixed-T model: every window zero-padded to the card's window
+            probs = _score_padded(model, data, [r.frames for r in refs], cfg.vote_last)
+        else:
+            ds = ArrayDataset(data, np.zeros(len(refs)), [r.frames for r in refs])
+            probs = evaluate(model, ds, 64, cfg.vote_last)
         out[clip.name] = list(zip(refs, probs))
     return out
+
+
+def _score_padded(model, data: np.ndarray, lengths: list, vote_last: int) -> np.ndarray:
+    """Probabilities ``(N, classes)`` of windows ``(N, 3, window, V, M)`` run at full T."""
+    import torch
+
+    from workers.action.stgcn.train import voted_logits
+
+    with torch.no_grad():
+        logits = voted_logits(model.eval(), torch.from_numpy(data),
+                              torch.tensor(lengths), vote_last)
+    return torch.softmax(logits.double(), dim=1).float().numpy()
 
 
 def clip_events(rows: list, classes: Sequence[str], threshold: float, consecutive: int,

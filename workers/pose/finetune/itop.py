@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from shared.skeleton import COCO_17
+from workers.pose.evaluate import COCO_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,6 @@ ITOP_JOINTS = ("head", "neck", "r_shoulder", "l_shoulder", "r_elbow", "l_elbow",
 ITOP_TO_COCO = np.array([0, -1, -1, -1, -1, 3, 2, 5, 4, 7, 6, 10, 9, 12, 11, 14, 13])
 ITOP_NECK, ITOP_TORSO = 1, 8
 ITOP_SIZE = (320, 240)  # (width, height) of ITOP depth images
-COCO_NAMES = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
-              "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
-              "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
 ABSENT = tuple(COCO_NAMES[j] for j in np.flatnonzero(ITOP_TO_COCO < 0))
 BOX_MARGIN = 0.15  # box = keypoint extent grown by this fraction on each side
 
