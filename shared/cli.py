@@ -1,5 +1,6 @@
 """The ``actionstream`` command. Each sub-command imports what it needs when it runs."""
 
+
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,9 @@ from typing import Callable, Optional
 from shared.logs import setup_logging
 
 log = logging.getLogger(__name__)
+
+DESCRIPTION = ("actionstream: action events (falls first) from human skeletons, across many "
+               "cameras, through Redis Streams.")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -30,7 +34,7 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="actionstream", description=__doc__)
+    parser = argparse.ArgumentParser(prog="actionstream", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("produce", help="publish one camera's frames to Redis")
@@ -81,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser("stgcn", help="ST-GCN tools: export")
+    p = sub.add_parser("pose", help="pose model tools: eval, finetune, itop2coco")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_pose)
+
+    p = sub.add_parser("stgcn", help="ST-GCN tools: export, train, fall-model")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_stgcn)
     return parser
@@ -179,6 +187,12 @@ def _cmd_stgcn(args) -> int:
 
     main = {"export": cli.export_main, "train": cli.train_main, "fall-model": cli.fall_main}
     return main[rest[0]](rest[1:])
+
+
+def _cmd_pose(args) -> int:
+    from workers.pose.cli import pose_main
+
+    return pose_main(list(args.args))
 
 
 def _cmd_models(args) -> int:

@@ -90,15 +90,22 @@ def encode_frame(msg: Frame | EndOfStream) -> dict[str, Any]:
     }
 
 
-def decode_frame(fields: Fields) -> Frame | EndOfStream:
+def _open(fields: Fields, kind: str) -> tuple[dict[str, Any], str, EndOfStream | None]:
+    """Checks shared by frame and skeleton messages: (fields, camera, end-of-stream or None)."""
     f = _normalise(fields)
     _check_version(f)
-    kind = _kind(f)
     camera = _text(_get(f, "camera"))
-    if kind == "eos":
-        return EndOfStream(camera=camera, seq=_int(f, "seq"))
-    if kind != "frame":
-        raise DecodeError(f"frame message has unknown kind {kind!r}")
+    if _kind(f) == "eos":
+        return f, camera, EndOfStream(camera=camera, seq=_int(f, "seq"))
+    if _kind(f) != kind:
+        raise DecodeError(f"{kind} message has unknown kind {_kind(f)!r}")
+    return f, camera, None
+
+
+def decode_frame(fields: Fields) -> Frame | EndOfStream:
+    f, camera, eos = _open(fields, "frame")
+    if eos is not None:
+        return eos
     jpeg = _get(f, "jpeg")
     if not isinstance(jpeg, (bytes, bytearray)):
         raise DecodeError("field 'jpeg' must be bytes")
@@ -170,14 +177,9 @@ def encode_skeletons(msg: Skeletons | EndOfStream) -> dict[str, Any]:
 
 
 def decode_skeletons(fields: Fields) -> Skeletons | EndOfStream:
-    f = _normalise(fields)
-    _check_version(f)
-    kind = _kind(f)
-    camera = _text(_get(f, "camera"))
-    if kind == "eos":
-        return EndOfStream(camera=camera, seq=_int(f, "seq"))
-    if kind != "skeletons":
-        raise DecodeError(f"skeleton message has unknown kind {kind!r}")
+    f, camera, eos = _open(fields, "skeletons")
+    if eos is not None:
+        return eos
     raw = _get(f, "people")
     if len(raw) > MAX_JSON_BYTES:
         raise DecodeError(f"field 'people' of {len(raw)} bytes exceeds {MAX_JSON_BYTES}")

@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--models-dir", type=Path, help="default ../shared/models")
     e.add_argument("--input-size", type=_size, help="mobilenet_thin WxH (default: the worker's 432x368)")
     e.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = its choice)")
+    e.add_argument("--repeat", type=int, default=1, help="timed passes over the images")
     e.add_argument("--json", type=Path, help="also write the rows here")
     i = sub.add_parser("itop2coco", help="convert ITOP labels (+ depth maps) to COCO-17 JSON")
     i.add_argument("labels", type=Path, help="ITOP *_labels.h5")
@@ -109,13 +110,14 @@ def _cmd_eval(args) -> int:
         models[label] = load_pose_model(kind, path, threads=args.threads, input_size=size)
     if args.gt_json:
         gt = ev.load_coco_file(args.gt_json, args.image_root)
-        rows = [ev.evaluate_model(label, m, gt) for label, m in models.items()]
+        rows = [ev.evaluate_model(label, m, gt, args.repeat) for label, m in models.items()]
     else:
         gt_dir = args.gt_dir or (shared / "data" / "pose_gt" if shared else None)
         if gt_dir is None or not gt_dir.is_dir():
             print(f"pose eval: ground-truth directory {gt_dir} not found (pass --gt-dir)", file=sys.stderr)
             return 2
-        rows = ev.evaluate(models, [d.strip() for d in args.datasets.split(",") if d.strip()], gt_dir)
+        names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        rows = ev.evaluate(models, names, gt_dir, repeat=args.repeat)
     print(ev.format_table(rows))
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=1))

@@ -151,11 +151,12 @@ def detections_for(gt: GroundTruth, image_id: int, people: Sequence[Person]) -> 
             for p in people]
 
 
-def predict(model, gt: GroundTruth) -> tuple[list[dict], list[float], list[float]]:
-    """Run ``model.infer([img])`` on every image (after one untimed warm-up).
+def predict(model, gt: GroundTruth, repeat: int = 1) -> tuple[list[dict], list[float], list[float]]:
+    """Run ``model.infer([img])`` on every image (after one untimed warm-up), ``repeat`` times.
 
-    Returns (detections, wall ms per frame, process CPU ms per frame); the times cover the
-    model and its decoding, one frame at a time as the pose worker sees a single camera.
+    Returns (detections of the first pass, wall ms per call, process CPU ms per call); the
+    times cover the model and its decoding, one frame at a time as the pose worker sees a
+    single camera. Process CPU time sums all threads, so it can exceed the wall time.
     """
     images = {i: cv2.imread(str(p)) for i, p in gt.image_paths.items()}
     missing = [str(gt.image_paths[i]) for i, img in images.items() if img is None]
@@ -163,12 +164,14 @@ def predict(model, gt: GroundTruth) -> tuple[list[dict], list[float], list[float
         raise FileNotFoundError(f"cannot read images: {missing}")
     model.infer([next(iter(images.values()))])
     dets, wall, cpu = [], [], []
-    for image_id, img in images.items():
-        t0, c0 = time.perf_counter(), time.process_time()
-        people = model.infer([img])[0]
-        wall.append((time.perf_counter() - t0) * 1e3)
-        cpu.append((time.process_time() - c0) * 1e3)
-        dets.extend(detections_for(gt, image_id, people))
+    for rep in range(max(1, repeat)):
+        for image_id, img in images.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            people = model.infer([img])[0]
+            wall.append((time.perf_counter() - t0) * 1e3)
+            cpu.append((time.process_time() - c0) * 1e3)
+            if rep == 0:
+                dets.extend(detections_for(gt, image_id, people))
     return dets, wall, cpu
 
 
@@ -210,9 +213,9 @@ class EvalRow:
     note: str = ""
 
 
-def evaluate_model(label: str, model, gt: GroundTruth) -> EvalRow:
+def evaluate_model(label: str, model, gt: GroundTruth, repeat: int = 1) -> EvalRow:
     """AP / AP50 and per-frame timing of one model on one ground-truth set."""
-    dets, wall, cpu = predict(model, gt)
+    dets, wall, cpu = predict(model, gt, repeat)
     ap, ap50 = keypoint_ap(gt.coco, dets, gt.spec.sigmas)
     row = EvalRow(label, gt.spec.name, len(gt.image_paths), gt.num_people, len(dets), ap, ap50,
                   statistics.median(wall), statistics.median(cpu), gt.spec.note)
@@ -221,13 +224,13 @@ def evaluate_model(label: str, model, gt: GroundTruth) -> EvalRow:
 
 
 def evaluate(models: Mapping[str, object], datasets: Sequence[str], root: str | Path,
-             progress: bool = True) -> list[EvalRow]:
+             progress: bool = True, repeat: int = 1) -> list[EvalRow]:
     """Every model on every dataset -> rows (model-major)."""
     from tqdm import tqdm
 
     gts = [load_ground_truth(d, root) for d in datasets]
     jobs = [(label, m, gt) for label, m in models.items() for gt in gts]
-    return [evaluate_model(label, m, gt)
+    return [evaluate_model(label, m, gt, repeat)
             for label, m, gt in tqdm(jobs, desc="pose eval", disable=not progress)]
 
 
@@ -241,6 +244,7 @@ def format_table(rows: Sequence[EvalRow]) -> str:
     few = sorted({r.dataset for r in rows if r.images < 20})
     if few:
         lines.append(f"\nFew images in {', '.join(few)} (< 20 each): each person moves AP by several "
-                     "points; read these as a smoke check, not a benchmark. Times: median over the "
-                     "images of one infer([frame]) call (model + decode) at the worker's input size.")
+                     "points; read these as a smoke check, not a benchmark.")
+    lines.append("Times: median over the images of one infer([frame]) call (model + decode) at "
+                 "each model's input size (the pose worker's defaults unless --input-size).")
     return "\n".join(lines)

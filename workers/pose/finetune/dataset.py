@@ -47,9 +47,9 @@ def people_keypoints(anns: Sequence[dict]) -> np.ndarray:
         kp[[COCO_NAMES.index(n) for n in ann.get("absent_keypoints", ())]] = 0.0
         kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
         op = coco17_to_openpose18(kp)
-        if "neck" in ann:
-            neck = np.asarray(ann["neck"], np.float32)
-            op[1] = (*neck[:2], float(neck[2] > 0)) if neck[2] > 0 else 0.0
+        if "neck" in ann:  # ITOP's own neck joint instead of the shoulder mid-point
+            x, y, v = (float(c) for c in ann["neck"])
+            op[1] = (x, y, 1.0) if v > 0 else (0.0, 0.0, 0.0)
         out.append(op)
     return np.stack(out) if out else np.zeros((0, 18, 3), np.float32)
 

@@ -128,7 +128,7 @@ def train_epoch(net, loader, opt, cfg: FinetuneConfig, epoch: int, result: Finet
         opt.step()
         per_image = float(loss.detach())  # stage_loss is already per image
         result.step_losses.append(per_image)
-        total += float(loss) * image.shape[0]
+        total += per_image * image.shape[0]
         count += image.shape[0]
         bar.set_postfix(loss=f"{per_image:.3f}")
     return total / max(count, 1)
