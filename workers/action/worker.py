@@ -102,8 +102,9 @@ class ActionWorker(StageWorker):
             except DecodeError as exc:
                 out.dead.append((entry, f"undecodable skeletons: {exc}"))
                 continue
-            windows = self.windows.get(entry.camera) or self.windows.setdefault(
-                entry.camera, self._new_windows(entry.camera))
+            windows = self.windows.get(entry.camera)
+            if windows is None:
+                windows = self.windows[entry.camera] = self._new_windows(entry.camera)
             if isinstance(msg, EndOfStream):
                 refs.extend(windows.flush())  # classify what the last stride left over
                 out.finished[msg.camera] = msg.seq
