@@ -38,7 +38,8 @@ class Producer:
         self.clock = clock
         self.sleep = sleep
         self.stream = keys.frames_stream(camera.id)
-        self.stats = {"frames": 0, "dropped": 0, "reconnects": 0, "state": "starting", "fps": 0.0}
+        self.stats = {"frames": 0, "dropped": 0, "reconnects": 0, "source_reopens": 0,
+                      "state": "starting", "fps": 0.0}
         self._stop = False
         self._last_beat = 0.0
         self._last_frames = 0
@@ -149,6 +150,7 @@ class Producer:
             self.sleep(backoff * (0.5 + random.random()))
             try:
                 source.reopen()
+                self.stats["source_reopens"] += 1
                 log.info("camera %s: source reopened", self.camera.id)
                 self.stats["state"] = "running"
                 return

@@ -77,3 +77,12 @@ def test_up_with_a_missing_action_model(tmp_path):
     video = shared_path("data", "urfd", "fall-01-cam0.mp4")
     proc = _up("--source", str(video), "--action-model", str(tmp_path / "none.onnx"), timeout=60)
     assert proc.returncode == 2 and "none.onnx does not exist" in proc.stderr
+
+
+def test_a_pose_worker_given_the_wrong_model_says_so():
+    movenet = shared_path("models", "movenet_multipose.onnx")
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", "pose-worker", "--pose-model", "mobilenet_thin",
+                           "--model-path", str(movenet), "--burst"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "is not a mobilenet_thin model" in proc.stderr

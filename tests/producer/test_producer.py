@@ -71,3 +71,27 @@ def test_unopenable_source_raises_before_touching_redis(r, redis_url, tmp_path):
     with pytest.raises(SourceError):
         Producer(settings, make_camera(id="x", source=str(tmp_path / "none.mp4"))).run()
     assert r.hlen(keys.CAMERAS_KEY) == 0
+
+
+def test_a_lost_live_stream_is_reopened(r, redis_url, tmp_path):
+    """An HTTP stream that ends (a camera that disappears) is reopened with backoff."""
+    import functools
+    import http.server
+    import shutil
+
+    clip = tmp_path / "cam.mp4"
+    shutil.copy(shared_path("data", "urfd", "fall-01-cam0.mp4"), clip)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/cam.mp4"
+    try:
+        settings = load_settings(redis_url=redis_url, mode="live", live_maxlen=10_000)
+        producer = Producer(settings, make_camera(id="cam-http", source=url, fps=1000))
+        assert producer.run(max_frames=200) == 0  # the clip has 160 frames: it must reopen
+    finally:
+        server.shutdown()
+    assert producer.stats["source_reopens"] >= 1
+    frames = [m for m in _entries(r, "cam-http") if isinstance(m, Frame)]
+    assert [f.seq for f in frames] == list(range(200))
