@@ -4,7 +4,8 @@ A stage subclass supplies the pure part, :meth:`StageWorker.handle` (entries in,
 out), and the loop does the I/O around it with an explicit exception ladder:
 
 * connection lost     -> back off (capped, jittered) and reconnect; nothing is acked
-* stop requested      -> finish the batch in hand, release leases, exit 0
+* stop requested      -> (SIGTERM/SIGINT set a flag) finish the batch in hand,
+                         release leases, exit 0
 * bad message         -> ``handle`` puts it on the dead-letter list with its reason
 * unknown error       -> logged; the batch stays pending and is retried, and an entry
                          that failed ``max_attempts`` times goes to the dead-letter stream
@@ -60,10 +61,6 @@ class Outcome:
     done: list[Entry] = field(default_factory=list)  # processed; acked after outputs land
     finished: dict[str, int] = field(default_factory=dict)  # camera -> frames, at end of stream
     sets: dict[str, str] = field(default_factory=dict)  # small per-camera state (SET key value)
-
-
-class StopRequested(Exception):
-    pass
 
 
 def default_worker_id(stage: str) -> str:
@@ -140,8 +137,6 @@ class StageWorker:
                 except CONNECTION_ERRORS as exc:
                     backoff = self._on_disconnect(exc, backoff)
                     continue
-                except StopRequested:
-                    break
                 if max_items is not None and self.metrics["entries"] >= max_items:
                     break
                 if exit_on_eos and self.only and self.only <= self._done_everywhere():

@@ -173,3 +173,20 @@ def test_kill_9_under_up_is_supervised(tmp_path, seeded_action_model):
         assert len(ids) == len(set(ids))
     finally:
         server.cleanup()
+
+
+def test_sigterm_drains_acks_and_releases_leases(r, redis_url, seeded_action_model):
+    env = _env(redis_url, seeded_action_model)
+    video = str(shared_path("data", "urfd", CLIP))
+    producer = _spawn(env, "produce", "--source", video, "--camera", "cam", "--crop", "320,0,320,240",
+                      "--mode", "replay")
+    pose = _spawn(env, "pose-worker", "--cameras", "cam", "--mode", "replay")
+    deadline = time.monotonic() + 120
+    while r.xlen(keys.skeletons_stream("cam")) < 20 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pose.send_signal(signal.SIGTERM)
+    assert pose.wait(60) == 0  # the wait is a hang guard, not a speed measurement
+    assert r.get(keys.lease_key(keys.POSE_GROUP, "cam")) is None  # released, not left to expire
+    assert r.xpending(keys.frames_stream("cam"), keys.POSE_GROUP)["pending"] == 0  # all acked
+    producer.kill()
+    producer.wait()
