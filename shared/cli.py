@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, Optional
 
@@ -224,8 +225,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level or "INFO" if hasattr(args, "log_level") else "INFO",
-                  getattr(args, "command", ""))
+    level = getattr(args, "log_level", None) or os.environ.get("ACTIONSTREAM_LOG_LEVEL", "INFO")
+    setup_logging(level, getattr(args, "command", ""))
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

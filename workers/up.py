@@ -131,7 +131,8 @@ def run_up(args) -> int:
     url = settings.redis_url or server.url
     log.info("up: %d camera(s), redis %s, mode %s", len(cameras), redact(url), settings.mode)
     r = connect(url)
-    sup = Supervisor(_specs(cameras, settings, args), child_env(url, {}))
+    extra = {"ACTIONSTREAM_LOG_LEVEL": args.log_level} if args.log_level else {}
+    sup = Supervisor(_specs(cameras, settings, args), child_env(url, extra))
     collector = Collector(r, [c.id for c in cameras])
     t0 = time.monotonic()
     try:

@@ -132,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--fps", type=float, default=5)
     p.add_argument("--every", type=float, default=30)
     p.add_argument("--stride", type=int, default=150)
+    p.add_argument("--skeleton-maxlen", type=int, default=600,
+                   help="per-camera skeleton stream bound (ACTIONSTREAM_SKELETON_MAXLEN)")
     p.add_argument("--role", choices=["producer", "pose"], help=argparse.SUPPRESS)
     p.add_argument("--redis", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -145,7 +147,8 @@ def main(argv=None) -> int:
     model = _export_model(tmp)
     with RedisServer() as server:
         env = dict(os.environ, ACTIONSTREAM_REDIS_URL=server.url, ACTIONSTREAM_STRIDE=str(args.stride),
-                   ACTIONSTREAM_MAX_LAG_S="5", ACTIONSTREAM_LOG_LEVEL="WARNING")
+                   ACTIONSTREAM_MAX_LAG_S="5", ACTIONSTREAM_LOG_LEVEL="WARNING",
+                   ACTIONSTREAM_SKELETON_MAXLEN=str(args.skeleton_maxlen))
         me = [sys.executable, __file__, "--redis", server.url, "--cameras", str(args.cameras)]
         procs = {
             "producer": subprocess.Popen([*me, "--role", "producer", "--fps", str(args.fps),
