@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     min_frames: int = Field(32, ge=4)
     alert_labels: list[str] = ["falling"]
     alert_threshold: float = Field(0.5, ge=0, le=1)
-    alert_consecutive: int = Field(1, ge=1)
+    alert_consecutive: int = Field(2, ge=1)
     alert_cooldown_s: float = Field(10.0, ge=0)
     events_maxlen: int = Field(100000, ge=100)
     deadletter_maxlen: int = Field(10000, ge=10)

@@ -44,6 +44,14 @@ class Entry:
     id: str
     fields: dict
 
+    def decode(self, decode: Callable[[dict], Any]) -> Any:
+        """The entry's message by ``decode`` (a codec function), checked to name the camera
+        whose stream it came on; :class:`codec.DecodeError` otherwise."""
+        msg = decode(self.fields)
+        if msg.camera != self.camera:
+            raise codec.DecodeError(f"message names camera {msg.camera!r} on {self.camera!r}'s stream")
+        return msg
+
 
 @dataclass
 class Output:

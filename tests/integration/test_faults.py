@@ -31,6 +31,7 @@ def _env(url, model):
                 ACTIONSTREAM_STRIDE=str(STRIDE), ACTIONSTREAM_MIN_FRAMES=str(MIN_FRAMES),
                 ACTIONSTREAM_ALERT_LABELS='["upright", "falling", "lying"]',
                 ACTIONSTREAM_ALERT_THRESHOLD="0", ACTIONSTREAM_ALERT_COOLDOWN_S="0",
+                ACTIONSTREAM_ALERT_CONSECUTIVE="1",
                 ACTIONSTREAM_SHARED_DIR=str(shared_path()), ACTIONSTREAM_BATCH_PER_CAMERA="4",
                 ACTIONSTREAM_ACTION_MODEL=str(model))
 

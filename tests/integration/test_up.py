@@ -26,7 +26,8 @@ def test_up_on_a_fall_clip(tmp_path, seeded_action_model):
     video = shared_path("data", "urfd", "fall-01-cam0.mp4")
     ev, sk, ann = tmp_path / "ev.jsonl", tmp_path / "sk", tmp_path / "annotated.mp4"
     env = {"ACTIONSTREAM_ALERT_LABELS": '["falling", "lying", "upright"]',
-           "ACTIONSTREAM_ALERT_THRESHOLD": "0", "ACTIONSTREAM_SHARED_DIR": str(shared_path())}
+           "ACTIONSTREAM_ALERT_THRESHOLD": "0", "ACTIONSTREAM_ALERT_CONSECUTIVE": "1",
+           "ACTIONSTREAM_SHARED_DIR": str(shared_path())}
     proc = _up("--source", str(video), "--camera", "urfd-01", "--crop", "320,0,320,240",
                "--action-model", str(seeded_action_model), "--events-out", str(ev),
                "--skeletons-out", str(sk), "--annotate-out", str(ann), env=env)

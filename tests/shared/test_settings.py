@@ -69,3 +69,14 @@ def test_keys_carry_the_camera_hash_tag():
     with pytest.raises(ValueError, match="invalid"):
         keys.frames_stream("a b")
     assert "{events}" in keys.EVENTS_STREAM and "{events}" in keys.event_guard_key("x")
+
+
+@pytest.mark.parametrize("name", ["cameras.example.yaml", "fall-training.yaml"])
+def test_shipped_camera_files_load(name):
+    from tests.conftest import ROOT
+
+    cameras = load_camera_file(ROOT / "deploy" / name)
+    assert cameras and len({c.id for c in cameras}) == len(cameras)
+    if name == "fall-training.yaml":  # the clips the README's fall-model recipe names
+        assert {"urfd-fall-05", "ntu-S001C002P003R001A043"} <= {c.id for c in cameras}
+        assert all(c.crop for c in cameras if c.id.startswith("urfd-"))

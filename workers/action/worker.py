@@ -96,9 +96,7 @@ class ActionWorker(StageWorker):
         refs = []
         for entry in entries:
             try:
-                msg = codec.decode_skeletons(entry.fields)
-                if msg.camera != entry.camera:
-                    raise DecodeError(f"message names camera {msg.camera!r} on {entry.camera!r}'s stream")
+                msg = entry.decode(codec.decode_skeletons)
             except DecodeError as exc:
                 out.dead.append((entry, f"undecodable skeletons: {exc}"))
                 continue

@@ -69,9 +69,7 @@ class PoseWorker(StageWorker):
         frames: list[tuple[Entry, Frame]] = []
         for entry in entries:
             try:
-                msg = codec.decode_frame(entry.fields)
-                if msg.camera != entry.camera:
-                    raise DecodeError(f"message names camera {msg.camera!r} on {entry.camera!r}'s stream")
+                msg = entry.decode(codec.decode_frame)
             except DecodeError as exc:
                 out.dead.append((entry, f"undecodable frame: {exc}"))
                 continue

@@ -112,7 +112,7 @@ def test_fall_model_cli_cross_validates_and_ships(tmp_path, capsys):
     skel = tmp_path / "skel"
     skel.mkdir()
     rows = []
-    for n in (1, 2):
+    for n in (1, 2, 3):
         synthetic_fall(skel / f"urfd-fall-0{n}.json", f"urfd-fall-0{n}", pose, score, rng)
         rows += [f"fall-0{n},{i + 1},{-1 if i < 50 else 0 if i < 65 else 1}" for i in range(105)]
     labels = tmp_path / "labels.csv"
@@ -125,12 +125,19 @@ def test_fall_model_cli_cross_validates_and_ships(tmp_path, capsys):
     out = tmp_path / "fall.onnx"
     rc = fall_main(["--skeletons", str(skel), "--labels", str(labels), "--cv", "2",
                     "--epochs", "1", "--window", "48", "--vote-last", "2", "--train-stride", "8",
-                    "--out", str(out), "--report", str(tmp_path / "cv.json"), "--no-progress"])
+                    "--out", str(out), "--report", str(tmp_path / "cv.json"), "--no-progress",
+                    "--hold-out", "urfd-fall-03"])
     assert rc == 0
-    assert "recommended" in capsys.readouterr().out
+    assert "the default rule" in capsys.readouterr().out
     clf = ActionClassifier(out)
     assert clf.labels == ("not-falling", "falling") and clf.card.window == 48
     assert clf.card.vote_last == 2 and "research use" in clf.card.notice
-    assert "recall" in clf.card.metrics["recommended_rule"]
+    assert "recall" in clf.card.metrics["at_default_rule"]
     report = json.loads((tmp_path / "cv.json").read_text())
     assert set(report["clips"]) == {"urfd-fall-01", "urfd-fall-02", "kin-demo"}
+    held = clf.card.metrics["held_out"]
+    assert set(held) == {"urfd-fall-03"} and isinstance(held["urfd-fall-03"]["detected"], bool)
+    assert "held out of training: urfd-fall-03" in clf.card.training_data
+    rc = fall_main(["--skeletons", str(skel), "--labels", str(labels), "--cv", "0",
+                    "--hold-out", "urfd-fall-99", "--no-progress"])
+    assert rc == 2 and "urfd-fall-99" in capsys.readouterr().err

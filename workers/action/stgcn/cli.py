@@ -276,6 +276,15 @@ FALL_NOTICE = ("Trained on UR Fall Detection, NTU RGB+D and Kinetics material: r
                "only (see their terms); not a certified fall detector.")
 
 
+def default_rule() -> dict:
+    """The action worker's default alert rule (the settings' defaults)."""
+    from shared.settings import Settings
+
+    fields = Settings.model_fields
+    return {"threshold": fields["alert_threshold"].default,
+            "consecutive": fields["alert_consecutive"].default}
+
+
 def fall_parser() -> argparse.ArgumentParser:
     from workers.action.stgcn.fall import FallConfig
     from workers.action.stgcn.train import PLANS
@@ -290,6 +299,9 @@ def fall_parser() -> argparse.ArgumentParser:
     p.add_argument("--cv", type=int, default=5, help="folds (0: no cross-validation)")
     p.add_argument("--out", type=Path, help="the .onnx to write (card .json beside it)")
     p.add_argument("--report", type=Path, help="write the CV figures and per-clip outcomes (JSON)")
+    p.add_argument("--hold-out", nargs="+", default=[], metavar="CLIP",
+                   help="clips (camera ids) kept out of CV and training; the final model's "
+                        "events on them are recorded in the card")
     p.add_argument("--classes", type=int, choices=[2, 3], default=len(d.classes),
                    help="2: not-falling/falling; 3: upright/falling/lying")
     p.add_argument("--window", type=int, default=d.window, help="card window (multiple of 4)")
@@ -327,44 +339,64 @@ def run_fall(args) -> int:
     clips = fall.load_clips(args.skeletons, args.labels)
     if not clips:
         raise UsageError(f"no *.json skeleton exports in {args.skeletons}")
+    unknown = sorted(set(args.hold_out) - {c.name for c in clips})
+    if unknown:
+        raise UsageError(f"--hold-out: no clip named {', '.join(unknown)} in {args.skeletons}")
+    held = [c for c in clips if c.name in args.hold_out]
+    clips = [c for c in clips if c.name not in args.hold_out]
     report: dict = {"config": {**vars(cfg), "plan": args.plan}}
     if args.cv:
         scored, rows = fall.cross_validate(clips, cfg, args.cv)
-        best = fall.recommend(rows)
-        _print_sweep(rows, best)
+        best, rule = fall.recommend(rows), default_rule()
+        _print_sweep(rows, best, rule)
         events = {c.name: fall.clip_outcome(c, fall.clip_events(
-            scored[c.name], cfg.classes, best["threshold"], best["consecutive"], cfg.cooldown_s))
+            scored[c.name], cfg.classes, rule["threshold"], rule["consecutive"], cfg.cooldown_s))
             for c in clips}
-        default = next((r for r in rows if r["threshold"] == 0.5 and r["consecutive"] == 1), None)
-        report.update(sweep=rows, recommended=best, at_default_rule=default, clips=events)
+        default = next((r for r in rows if all(r[k] == v for k, v in rule.items())), None)
+        report.update(sweep=rows, fewest_false_alerts=best, at_default_rule=default, clips=events)
     if args.report:
         args.report.write_text(json.dumps(report, indent=1, default=str))
     if args.out:
-        _final_model(clips, cfg, args, report.get("recommended"), report.get("at_default_rule"))
+        _final_model(clips, held, cfg, args, report)
     return EXIT_OK
 
 
-def _print_sweep(rows: list[dict], best: dict) -> None:
+def _print_sweep(rows: list[dict], best: dict, rule: dict) -> None:
     cols = ["threshold", "consecutive", "recall", "recall_urfd", "recall_ntu",
             "latency_median_s", "latency_max_s", "false_per_negative_clip",
             "false_negative_total", "false_before_fall_urfd"]
     print("  ".join(c[:14] for c in cols))
     for r in rows:
-        mark = "  <- recommended" if r is best else ""
+        mark = "  <- fewest false alerts" if r is best else ""
+        if all(r[k] == v for k, v in rule.items()):
+            mark += "  <- the default rule"
         print("  ".join(f"{r[c]!s:>{len(c[:14])}}" for c in cols) + mark)
 
 
-def _final_model(clips, cfg, args, best: Optional[dict], default: Optional[dict]) -> None:
+def _held_out(model, held: list, cfg, rule: dict) -> dict:
+    """The final model's outcome per held-out clip under ``rule`` (simulated worker)."""
+    from workers.action.stgcn import fall
+
+    scored = fall.score_clips(model, held, cfg)
+    return {c.name: fall.clip_outcome(c, fall.clip_events(
+        scored[c.name], cfg.classes, rule["threshold"], rule["consecutive"], cfg.cooldown_s))
+        for c in held}
+
+
+def _final_model(clips, held, cfg, args, report: dict) -> None:
     from workers.action.card import ModelCard
     from workers.action.stgcn.export import export_onnx
     from workers.action.stgcn.fall import train_fall
 
     model, result = train_fall(clips, cfg)
+    rule = default_rule()
     metrics = {"cv": (f"{args.cv}-fold leave-clips-out (NTU by subject); action worker "
                       f"simulated: stride {cfg.stride}, min_frames {cfg.min_frames}, cooldown "
                       f"{cfg.cooldown_s} s; latency = first event's frame_end - URFD fall end")
-               if args.cv else "none", "recommended_rule": best or {},
-               "at_threshold_0.5_consecutive_1": default or {},
+               if args.cv else "none", "at_default_rule": report.get("at_default_rule") or {},
+               "fewest_false_alerts": report.get("fewest_false_alerts") or {},
+               "held_out": _held_out(model, held, cfg, rule) if held else {},
+               "held_out_rule": rule,
                "train_seconds": round(result.seconds, 1),
                "train_loss": round(result.history[-1]["loss"], 4)}
     kinds = {k: sum(c.kind == k for c in clips) for k in ("urfd", "ntu-fall", "negative")}
@@ -375,7 +407,9 @@ def _final_model(clips, cfg, args, best: Optional[dict], default: Optional[dict]
                        f"Detection falls (cam0 RGB, per-frame labels), {kinds['ntu-fall']} NTU "
                        f"RGB+D A043 falls, {kinds['negative']} negative clips (NTU A001/A006, "
                        "Kinetics demos, multi-person walking); windows as the action worker "
-                       f"builds them (T <= {cfg.window}, stride {cfg.train_stride}, M = 2)"),
+                       f"builds them (T <= {cfg.window}, stride {cfg.train_stride}, M = 2)"
+                       + (f"; held out of training: {', '.join(c.name for c in held)}"
+                          if held else "")),
         metrics=metrics, notice=FALL_NOTICE)
     out = export_onnx(model, args.out, card)
     print(f"wrote {out.model_path} ({out.model_path.stat().st_size / 1e6:.2f} MB) and "

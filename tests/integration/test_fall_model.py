@@ -1,0 +1,52 @@
+"""The shipped fall model, as a user runs it: `actionstream up` with every default on a URFD
+fall that was held out of its training raises a `falling` event during or after the fall."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shared.modelpaths import default_action_model
+from workers.action.card import load_card
+from workers.action.stgcn.fall import read_urfd_labels
+from tests.conftest import ROOT, shared_path
+
+pytestmark = pytest.mark.integration
+
+
+def held_out_urfd() -> list[str]:
+    """The URFD clips the shipped card says were kept out of training (``urfd-fall-NN``)."""
+    card = load_card(default_action_model())
+    return sorted(c for c in card.metrics.get("held_out", {}) if c.startswith("urfd-"))
+
+
+def test_the_shipped_card_names_its_held_out_clips():
+    card = load_card(default_action_model())
+    held = held_out_urfd()
+    assert held, "the shipped fall model must keep at least one URFD fall out of training"
+    for clip in held:
+        assert clip in card.training_data  # "held out of training: ..."
+
+
+@pytest.mark.parametrize("clip", held_out_urfd())
+def test_up_raises_falling_on_a_held_out_clip(tmp_path, clip):
+    name = clip[len("urfd-"):]
+    video = shared_path("data", "urfd", f"{name}-cam0.mp4")
+    fall_start, _ = read_urfd_labels(shared_path("data", "urfd", "labels.csv"))[name]
+    events_out = tmp_path / "ev.jsonl"
+    env = dict(os.environ, ACTIONSTREAM_SHARED_DIR=str(shared_path()))
+    env = {k: v for k, v in env.items()  # every default, whatever the caller's shell holds
+           if not k.startswith("ACTIONSTREAM_") or k == "ACTIONSTREAM_SHARED_DIR"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "up", "--no-progress", "--source", str(video),
+         "--camera", clip, "--crop", "320,0,320,240", "--events-out", str(events_out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in events_out.read_text().splitlines()]
+    falls = [e for e in events if e["label"] == "falling" and e["camera"] == clip]
+    assert falls, f"no falling event on held-out {clip}: {events}"
+    assert any(e["frame_end"] >= fall_start for e in falls), (fall_start, falls)
