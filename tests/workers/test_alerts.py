@@ -1,0 +1,166 @@
+"""Alert delivery: events stream -> `actionstream alerts` -> a real Celery worker -> webhooks
+served by a real HTTP server; Celery refuses anything but JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from shared import codec, keys
+from shared.schemas import Event
+from shared.settings import Settings
+from tests.conftest import ROOT
+from workers import alerts
+
+
+class Hooks:
+    """A webhook server: per path a list of status codes to answer with (the last repeats)."""
+
+    def __init__(self, plan: dict[str, list[int]]):
+        self.plan, self.calls, self.lock = plan, [], threading.Lock()
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with hooks.lock:
+                    codes = hooks.plan.get(self.path, [404])
+                    code = codes.pop(0) if len(codes) > 1 else codes[0]
+                    hooks.calls.append((self.path, code, dict(self.headers), body))
+                self.send_response(code)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def delivered(self, path: str) -> list[dict]:
+        with self.lock:
+            return [json.loads(b) for p, code, _, b in self.calls if p == path and code == 200]
+
+    def wait(self, path: str, n: int, timeout: float = 60.0) -> list[dict]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and len(self.delivered(path)) < n:
+            time.sleep(0.2)
+        return self.delivered(path)
+
+
+@pytest.fixture
+def hooks():
+    h = Hooks({"/ok": [200], "/flaky": [503, 503, 200], "/gone": [404]})
+    yield h
+    h.server.shutdown()
+
+
+@pytest.fixture
+def celery_worker(r, redis_url, tmp_path):
+    log = tmp_path / "worker.log"
+    env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url, ACTIONSTREAM_LOG_LEVEL="INFO")
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "alerts-worker",
+                                 "--concurrency", "1"], cwd=ROOT, env=env,
+                                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
+    yield proc, log
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def event(n: int) -> Event:
+    return Event(camera="cam-1", track_id=n, label="falling", label_index=1, score=0.9,
+                 frame_start=0, frame_end=47 + n, ts_start=0.0, ts_end=1.6, model="fall",
+                 emitted_at=2.0)
+
+
+def test_celery_is_json_only():
+    config = alerts.celery_config(Settings(redis_url="redis://h:1/0"))
+    assert config["accept_content"] == ["json"] and config["task_serializer"] == "json"
+    assert config["result_accept_content"] == ["json"] and "broker_use_ssl" not in config
+    tls = alerts.celery_config(Settings(redis_url="rediss://u:p@h:1/0"))
+    assert tls["broker_use_ssl"]["ssl_cert_reqs"] is not None
+
+
+@pytest.mark.parametrize("path,payload,error", [
+    ("/ok", "event", None),
+    ("/gone", "event", alerts.PermanentError),       # 4xx: retrying cannot help
+    ("/flaky", "event", alerts.TransientError),      # 5xx: retried by Celery
+    ("/ok", {"camera": "cam-1"}, alerts.PermanentError),  # not an event: nothing sent
+    ("closed-port", "event", alerts.TransientError),
+])
+def test_deliver_webhook(hooks, path, payload, error):
+    url = "http://127.0.0.1:9/x" if path == "closed-port" else hooks.url(path)
+    body = codec.event_to_dict(event(1)) if payload == "event" else payload
+    if error is None:
+        assert alerts.deliver_webhook(body, url) == 200
+        (got,) = hooks.delivered(path)
+        assert got == body
+        assert hooks.calls[-1][2]["Idempotency-Key"] == event(1).id
+    else:
+        with pytest.raises(error):
+            alerts.deliver_webhook(body, url, timeout=2.0)
+        if payload != "event":
+            assert hooks.calls == []
+
+
+@pytest.mark.integration
+def test_events_reach_webhooks_through_celery(r, redis_url, hooks, celery_worker):
+    evs = [event(1), event(2)]
+    for ev in evs:
+        r.xadd(keys.EVENTS_STREAM, {"event": codec.encode_event(ev)})
+    r.xadd(keys.EVENTS_STREAM, {"event": b'{"schema_version": 1, "camera": '})  # truncated
+    app = alerts.make_app(Settings(redis_url=redis_url))
+    sent = alerts.forward_events(r, app, [hooks.url("/ok"), hooks.url("/flaky")], burst=True,
+                                 block_ms=200)
+    assert sent == 4
+    assert r.xpending(keys.EVENTS_STREAM, alerts.ALERTS_GROUP)["pending"] == 0
+    (dead,) = r.xrange(keys.DEADLETTER_STREAM)
+    assert "undecodable event" in codec.decode_dead_letter(dead[1]).reason
+
+    ok = hooks.wait("/ok", 2)
+    flaky = hooks.wait("/flaky", 2)  # after 503s: retried with backoff
+    want = sorted(ev.id for ev in evs)
+    assert sorted(e["id"] for e in ok) == want and sorted(e["id"] for e in flaky) == want
+    assert sum(1 for p, code, _, _ in hooks.calls if p == "/flaky" and code == 503) == 2
+
+    # a second pass finds nothing new: acked events are not sent again
+    assert alerts.forward_events(r, app, [hooks.url("/ok")], burst=True, block_ms=200) == 0
+
+
+@pytest.mark.integration
+def test_the_worker_refuses_pickle_and_goes_on(r, redis_url, hooks, celery_worker):
+    proc, log = celery_worker
+    app = alerts.make_app(Settings(redis_url=redis_url))
+    bad, good = event(1), event(2)
+    app.send_task(alerts.DELIVER_TASK, args=[codec.event_to_dict(bad), hooks.url("/ok")],
+                  queue=alerts.QUEUE, serializer="pickle")
+    app.send_task(alerts.DELIVER_TASK, args=[codec.event_to_dict(good), hooks.url("/ok")],
+                  queue=alerts.QUEUE)
+    got = hooks.wait("/ok", 1)
+    assert [e["id"] for e in got] == [good.id]
+    time.sleep(1.0)
+    assert [e["id"] for e in hooks.delivered("/ok")] == [good.id]  # the pickled one never ran
+    assert proc.poll() is None
+    text = log.read_text()
+    assert "pickle" in text and ("disallowed" in text.lower() or "refus" in text.lower()), text[-3000:]
+
+
+@pytest.mark.parametrize("webhook,rc", [("ftp://example/x", 2), ("http://127.0.0.1:9/x", 0)])
+def test_alerts_cli(r, redis_url, webhook, rc, capsys):
+    from shared.cli import main
+
+    assert main(["alerts", "--redis", redis_url, "--webhook", webhook, "--burst"]) == rc
+    if rc:
+        assert "not an http(s) URL" in capsys.readouterr().err
+    else:  # nothing waiting: the group exists and nothing was queued
+        assert r.xinfo_groups(keys.EVENTS_STREAM)[0]["name"] == alerts.ALERTS_GROUP.encode()
