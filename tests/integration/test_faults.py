@@ -41,6 +41,12 @@ def _spawn(env, *args):
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def _spawn_up(env, url, video, *args):
+    """`up` on the clip's RGB half at 12 fps against ``url``, as camera ``cam``."""
+    return _spawn(env, "up", "--no-progress", "--redis", url, "--source", video, "--camera", "cam",
+                  "--crop", "320,0,320,240", "--fps", "12", *args)
+
+
 def _expected_windows(skeletons):
     """(track, frame_end) of every window an uninterrupted action worker classifies."""
     from workers.action.window import CameraWindows
@@ -111,10 +117,7 @@ def test_redis_restart_mid_replay(tmp_path, seeded_action_model):
     env = _env(server.url, seeded_action_model)
     video = str(shared_path("data", "urfd", CLIP))
     try:
-        up = subprocess.Popen([sys.executable, "-m", "shared.cli", "up", "--no-progress", "--redis", server.url,
-                               "--source", video, "--camera", "cam", "--crop", "320,0,320,240",
-                               "--skeletons-out", str(tmp_path / "sk"), "--fps", "12"], cwd=ROOT, env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        up = _spawn_up(env, server.url, video, "--skeletons-out", str(tmp_path / "sk"))
         time.sleep(5)
         assert up.poll() is None, up.stderr.read().decode()[-2000:]
         port = server.port
@@ -154,10 +157,7 @@ def test_kill_9_under_up_is_supervised(tmp_path, seeded_action_model):
     env = _env(server.url, seeded_action_model)
     video = str(shared_path("data", "urfd", CLIP))
     try:
-        up = subprocess.Popen([sys.executable, "-m", "shared.cli", "up", "--no-progress", "--redis", server.url,
-                               "--source", video, "--camera", "cam", "--crop", "320,0,320,240",
-                               "--events-out", str(tmp_path / "ev.jsonl"), "--fps", "12"], cwd=ROOT, env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        up = _spawn_up(env, server.url, video, "--events-out", str(tmp_path / "ev.jsonl"))
         killed = 0
         for _ in range(2):
             time.sleep(5)
