@@ -12,7 +12,7 @@ from typing import Any, Iterable, Optional
 
 import redis
 
-from shared import keys
+from shared import codec, keys
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ def redact(url: str) -> str:
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0] if ":" in creds else ""
     return f"{scheme}://{user}:***@{host}"
+
+
+def add_dead_letter(pipe, stage: str, stream: str, entry_id: Any, fields: dict, reason: str,
+                    maxlen: int) -> None:
+    """Queue on ``pipe`` the dead-letter entry for ``entry_id`` of ``stream`` with its reason."""
+    dl = codec.dead_letter_for(stage, stream, entry_id, fields, reason)
+    pipe.xadd(keys.DEADLETTER_STREAM, codec.encode_dead_letter(dl), maxlen=maxlen,
+              approximate=True)
 
 
 def ensure_group(r: redis.Redis, stream: str, group: str) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 import redis
 
 from shared import codec, keys
-from shared.redisio import (CONNECTION_ERRORS, Leases, connect, ensure_group, live_workers,
+from shared.redisio import (CONNECTION_ERRORS, Leases, add_dead_letter, connect, ensure_group, live_workers,
                             redact, registered_cameras, stream_entries, text)
 from shared.settings import Settings
 
@@ -340,9 +340,8 @@ class StageWorker:
         for entry, reason in outcome.dead:
             log.warning("%s: camera %s entry %s dead-lettered: %s", self.worker_id, entry.camera,
                         entry.id, reason)
-            dl = codec.dead_letter_for(self.stage, entry.stream, entry.id, entry.fields, reason)
-            pipe.xadd(keys.DEADLETTER_STREAM, codec.encode_dead_letter(dl),
-                      maxlen=self.settings.deadletter_maxlen, approximate=True)
+            add_dead_letter(pipe, self.stage, entry.stream, entry.id, entry.fields, reason,
+                            self.settings.deadletter_maxlen)
         for camera, frames in outcome.finished.items():
             pipe.hset(keys.done_key(self.stage), camera, frames)
         for key, value in outcome.sets.items():

@@ -31,7 +31,7 @@ from celery import Celery
 
 from shared import codec, keys
 from shared.ops import DEFAULT_URL
-from shared.redisio import connect, ensure_group, redact, stream_entries
+from shared.redisio import add_dead_letter, connect, ensure_group, redact, stream_entries
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,9 @@ def make_app(settings: Optional[Settings] = None) -> Celery:
     """The Celery app with :func:`deliver_webhook` registered."""
     celery = Celery("actionstream")
     celery.conf.update(celery_config(settings or load_settings()))
-    celery.task(name=DELIVER_TASK, bind=True, autoretry_for=(TransientError,),
-                retry_backoff=2, retry_backoff_max=300, retry_jitter=True,
-                max_retries=10)(_deliver_task)
+    celery.task(name=DELIVER_TASK, autoretry_for=(TransientError,), retry_backoff=2,
+                retry_backoff_max=300, retry_jitter=True, max_retries=10)(deliver_webhook)
     return celery
-
-
-def _deliver_task(task, event: dict, url: str) -> int:
-    return deliver_webhook(event, url)
 
 
 def deliver_webhook(event: dict, url: str, timeout: float = TIMEOUT_S) -> int:
@@ -111,7 +106,8 @@ def deliver_webhook(event: dict, url: str, timeout: float = TIMEOUT_S) -> int:
 
 
 def forward_events(r: redis.Redis, celery: Celery, webhooks: Sequence[str],
-                   consumer: str = "alerts-1", burst: bool = False, block_ms: int = 1000) -> int:
+                   consumer: str = "alerts-1", burst: bool = False, block_ms: int = 1000,
+                   deadletter_maxlen: int = DEADLETTER_MAXLEN) -> int:
     """Follow the events stream in group ``alerts``: one task per (event, webhook), ack
     after enqueueing. Returns the number of tasks enqueued (``burst``: stop when idle)."""
     ensure_group(r, keys.EVENTS_STREAM, ALERTS_GROUP)
@@ -121,7 +117,7 @@ def forward_events(r: redis.Redis, celery: Celery, webhooks: Sequence[str],
                             count=100, block=None if backlog else block_ms)
         entries = stream_entries(resp)
         for _, entry_id, fields in entries:
-            sent += _forward_one(r, celery, webhooks, entry_id, fields)
+            sent += _forward_one(r, celery, webhooks, entry_id, fields, deadletter_maxlen)
         if backlog and not entries:
             backlog = False  # own pending entries first (a restart), then new ones
         elif not entries and burst:
@@ -129,16 +125,13 @@ def forward_events(r: redis.Redis, celery: Celery, webhooks: Sequence[str],
 
 
 def _forward_one(r: redis.Redis, celery: Celery, webhooks: Sequence[str], entry_id,
-                 fields: dict) -> int:
-    raw = fields.get(b"event", b"")
+                 fields: dict, deadletter_maxlen: int) -> int:
     try:
-        event = codec.decode_event(raw)
+        event = codec.decode_event(fields.get(b"event", b""))
     except codec.DecodeError as exc:
-        dl = codec.dead_letter_for(ALERTS_GROUP, keys.EVENTS_STREAM, entry_id, fields,
-                                   f"undecodable event: {exc}")
         pipe = r.pipeline()
-        pipe.xadd(keys.DEADLETTER_STREAM, codec.encode_dead_letter(dl), maxlen=DEADLETTER_MAXLEN,
-                  approximate=True)
+        add_dead_letter(pipe, ALERTS_GROUP, keys.EVENTS_STREAM, entry_id, fields,
+                        f"undecodable event: {exc}", deadletter_maxlen)
         pipe.xack(keys.EVENTS_STREAM, ALERTS_GROUP, entry_id)
         pipe.execute()
         log.warning("event entry %s: dead-lettered: %s", entry_id, exc)
@@ -161,7 +154,8 @@ def run_alerts(settings: Settings, webhooks: Sequence[str], consumer: str,
             raise AlertsError(f"--webhook {redact(url)}: not an http(s) URL")
     url = settings.redis_url or DEFAULT_URL
     log.info("alerts: forwarding events from %s to %d webhook(s)", redact(url), len(webhooks))
-    sent = forward_events(connect(url), make_app(settings), webhooks, consumer, burst=burst)
+    sent = forward_events(connect(url), make_app(settings), webhooks, consumer, burst=burst,
+                          deadletter_maxlen=settings.deadletter_maxlen)
     log.info("alerts: %d delivery task(s) queued", sent)
     return 0
 

@@ -38,9 +38,9 @@ def test_up_raises_falling_on_a_held_out_clip(tmp_path, clip):
     video = shared_path("data", "urfd", f"{name}-cam0.mp4")
     fall_start, _ = read_urfd_labels(shared_path("data", "urfd", "labels.csv"))[name]
     events_out = tmp_path / "ev.jsonl"
-    env = dict(os.environ, ACTIONSTREAM_SHARED_DIR=str(shared_path()))
-    env = {k: v for k, v in env.items()  # every default, whatever the caller's shell holds
-           if not k.startswith("ACTIONSTREAM_") or k == "ACTIONSTREAM_SHARED_DIR"}
+    # every default, whatever the caller's shell holds
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONSTREAM_")}
+    env["ACTIONSTREAM_SHARED_DIR"] = str(shared_path())
     proc = subprocess.run(
         [sys.executable, "-m", "shared.cli", "up", "--no-progress", "--source", str(video),
          "--camera", clip, "--crop", "320,0,320,240", "--events-out", str(events_out)],

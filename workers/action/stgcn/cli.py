@@ -345,57 +345,45 @@ def run_fall(args) -> int:
     held = [c for c in clips if c.name in args.hold_out]
     clips = [c for c in clips if c.name not in args.hold_out]
     report: dict = {"config": {**vars(cfg), "plan": args.plan}}
+    rule = default_rule()
     if args.cv:
         scored, rows = fall.cross_validate(clips, cfg, args.cv)
-        best, rule = fall.recommend(rows), default_rule()
-        _print_sweep(rows, best, rule)
-        events = {c.name: fall.clip_outcome(c, fall.clip_events(
-            scored[c.name], cfg.classes, rule["threshold"], rule["consecutive"], cfg.cooldown_s))
-            for c in clips}
+        best = fall.recommend(rows)
         default = next((r for r in rows if all(r[k] == v for k, v in rule.items())), None)
-        report.update(sweep=rows, fewest_false_alerts=best, at_default_rule=default, clips=events)
+        _print_sweep(rows, best, default)
+        report.update(sweep=rows, fewest_false_alerts=best, at_default_rule=default,
+                      clips=fall.outcomes(clips, scored, cfg, **rule))
     if args.report:
         args.report.write_text(json.dumps(report, indent=1, default=str))
     if args.out:
-        _final_model(clips, held, cfg, args, report)
+        _final_model(clips, held, cfg, args, report, rule)
     return EXIT_OK
 
 
-def _print_sweep(rows: list[dict], best: dict, rule: dict) -> None:
+def _print_sweep(rows: list[dict], best: dict, default: Optional[dict]) -> None:
     cols = ["threshold", "consecutive", "recall", "recall_urfd", "recall_ntu",
             "latency_median_s", "latency_max_s", "false_per_negative_clip",
             "false_negative_total", "false_before_fall_urfd"]
     print("  ".join(c[:14] for c in cols))
     for r in rows:
-        mark = "  <- fewest false alerts" if r is best else ""
-        if all(r[k] == v for k, v in rule.items()):
-            mark += "  <- the default rule"
+        mark = ("  <- fewest false alerts" if r is best else "") + (
+            "  <- the default rule" if r is default else "")
         print("  ".join(f"{r[c]!s:>{len(c[:14])}}" for c in cols) + mark)
 
 
-def _held_out(model, held: list, cfg, rule: dict) -> dict:
-    """The final model's outcome per held-out clip under ``rule`` (simulated worker)."""
-    from workers.action.stgcn import fall
-
-    scored = fall.score_clips(model, held, cfg)
-    return {c.name: fall.clip_outcome(c, fall.clip_events(
-        scored[c.name], cfg.classes, rule["threshold"], rule["consecutive"], cfg.cooldown_s))
-        for c in held}
-
-
-def _final_model(clips, held, cfg, args, report: dict) -> None:
+def _final_model(clips, held, cfg, args, report: dict, rule: dict) -> None:
     from workers.action.card import ModelCard
     from workers.action.stgcn.export import export_onnx
-    from workers.action.stgcn.fall import train_fall
+    from workers.action.stgcn.fall import outcomes, score_clips, train_fall
 
     model, result = train_fall(clips, cfg)
-    rule = default_rule()
     metrics = {"cv": (f"{args.cv}-fold leave-clips-out (NTU by subject); action worker "
                       f"simulated: stride {cfg.stride}, min_frames {cfg.min_frames}, cooldown "
                       f"{cfg.cooldown_s} s; latency = first event's frame_end - URFD fall end")
                if args.cv else "none", "at_default_rule": report.get("at_default_rule") or {},
                "fewest_false_alerts": report.get("fewest_false_alerts") or {},
-               "held_out": _held_out(model, held, cfg, rule) if held else {},
+               # the final model on the clips it never saw, simulated worker, default rule
+               "held_out": outcomes(held, score_clips(model, held, cfg), cfg, **rule),
                "held_out_rule": rule,
                "train_seconds": round(result.seconds, 1),
                "train_loss": round(result.history[-1]["loss"], 4)}

@@ -353,6 +353,14 @@ def summarise(outcomes: dict[str, dict]) -> dict:
             "false_before_fall_urfd": int(sum(o["false"] for o in kinds["urfd"]))}
 
 
+def outcomes(clips: Sequence[Clip], scored: dict[str, list], cfg: FallConfig,
+             threshold: float, consecutive: int) -> dict[str, dict]:
+    """:func:`clip_outcome` of every clip under one rule setting."""
+    return {c.name: clip_outcome(c, clip_events(scored[c.name], cfg.classes, threshold,
+                                                consecutive, cfg.cooldown_s))
+            for c in clips}
+
+
 def sweep(clips: Sequence[Clip], scored: dict[str, list], cfg: FallConfig,
           thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
           consecutive: Sequence[int] = (1, 2)) -> list[dict]:
@@ -360,10 +368,8 @@ def sweep(clips: Sequence[Clip], scored: dict[str, list], cfg: FallConfig,
     rows = []
     for thr in thresholds:
         for cons in consecutive:
-            outcomes = {c.name: clip_outcome(c, clip_events(scored[c.name], cfg.classes, thr,
-                                                            cons, cfg.cooldown_s))
-                        for c in clips}
-            rows.append({"threshold": thr, "consecutive": cons, **summarise(outcomes)})
+            rows.append({"threshold": thr, "consecutive": cons,
+                         **summarise(outcomes(clips, scored, cfg, thr, cons))})
     return rows
 
 
