@@ -4,6 +4,11 @@
 that cannot be written while Redis is away are dropped and counted. ``replay`` mode loses
 nothing: it waits while the pose stage lags (backpressure) and while Redis is away, and
 runs as fast as the queue takes frames unless ``fps`` is given.
+
+A producer carries an epoch (DESIGN.md invariant 7): each start increments the camera's
+``epoch`` in Redis and continues its ``seq`` after the last one published, so a restarted
+producer is not ignored downstream (stages drop a seq that is not after the last one).
+Live frames are stamped at capture time.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 from shared import codec, keys
 from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, group_lag, redact
 from shared.schemas import EndOfStream, Frame
-from shared.settings import Camera, Settings
+from shared.settings import Camera, Settings, SettingsError
 from producer.sources import Source, SourceError, crop_and_resize, open_source
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,9 @@ class Producer:
         self._stop = False
         self._last_beat = 0.0
         self._last_frames = 0
+        self.epoch = 0
+        self.first_seq = 0
+        self.key = keys.producer_key(camera.id)
         self.r = None
 
     def request_stop(self, *_) -> None:
@@ -58,17 +66,26 @@ class Producer:
         seq = self._publish_all(source, max_frames)
         source.close()
         if source.finite or max_frames is not None:
-            self._until_written(lambda: self._xadd(codec.encode_frame(EndOfStream(self.camera.id, seq))))
+            eos = codec.encode_frame(EndOfStream(self.camera.id, seq))
+            self._until_written(lambda: self._xadd(eos, next_seq=seq))
         self.stats["state"] = "finished"
         self._beat(force=True)
-        log.info("camera %s: published %d frames, dropped %d", self.camera.id, seq,
-                 self.stats["dropped"])
+        log.info("camera %s: published %d frames (seq %d to %d, epoch %d), dropped %d", self.camera.id,
+                 seq - self.first_seq, self.first_seq, seq - 1, self.epoch, self.stats["dropped"])
         return 0
 
     def _register(self, source: Source) -> None:
-        desc = {"source": source.spec, "kind": source.kind, "fps": source.fps, "mode": self.mode,
-                "frames": source.frame_count}
         ensure_group(self.r, self.stream, keys.POSE_GROUP)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hincrby(self.key, "epoch", 1)
+        pipe.hget(self.key, "seq")
+        epoch, seq = pipe.execute()
+        self.epoch, self.first_seq = int(epoch), int(seq or 0)
+        if self.epoch > 1:
+            log.info("camera %s: producer epoch %d continues at seq %d", self.camera.id, self.epoch,
+                     self.first_seq)
+        desc = {"source": source.spec, "kind": source.kind, "fps": source.fps, "mode": self.mode,
+                "frames": source.frame_count, "epoch": self.epoch}
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(keys.CAMERAS_KEY, self.camera.id, json.dumps(desc))
         for stage in (keys.POSE_GROUP, keys.ACTION_GROUP):
@@ -76,18 +93,19 @@ class Producer:
         pipe.execute()
 
     def _publish_all(self, source: Source, max_frames: Optional[int]) -> int:
-        seq, t0 = 0, self.clock()
+        seq, t0 = self.first_seq, self.clock()
         pace = self.mode == "live" or self.camera.fps is not None
         self.stats["state"] = "running"
         while not self._stop:
             try:
                 for image in source.frames():
-                    if self._stop or (max_frames is not None and seq >= max_frames):
+                    captured = self.clock()  # live frames: stamped when captured
+                    if self._stop or (max_frames is not None and seq - self.first_seq >= max_frames):
                         return seq
-                    ts = t0 + seq / source.fps
+                    ts = t0 + (seq - self.first_seq) / source.fps
                     if pace:
                         self._wait_until(ts)
-                    self._publish(self._frame(image, seq, ts if source.finite else self.clock()))
+                    self._publish(self._frame(image, seq, ts if source.finite else captured))
                     seq += 1
                 return seq
             except SourceError as exc:  # a live source was lost: reopen with backoff
@@ -95,7 +113,10 @@ class Producer:
         return seq
 
     def _frame(self, image: np.ndarray, seq: int, ts: float) -> Frame:
-        image = crop_and_resize(image, self.camera.crop, self.camera.width or self.settings.frame_width)
+        try:
+            image = crop_and_resize(image, self.camera.crop, self.camera.width or self.settings.frame_width)
+        except SourceError as exc:  # a crop outside the frame: bad input, not a lost source
+            raise SettingsError(f"camera {self.camera.id}: {exc}; give a --crop inside the frame") from None
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality])
         if not ok:
             raise SourceError(f"camera {self.camera.id}: frame {seq} cannot be JPEG-encoded")
@@ -105,21 +126,29 @@ class Producer:
         fields = codec.encode_frame(frame)
         if self.mode == "replay":
             self._until_written(self._wait_for_room)
-            self._until_written(lambda: self._xadd(fields))
+            self._until_written(lambda: self._xadd(fields, next_seq=frame.seq + 1))
         else:
             try:
-                self._xadd(fields, maxlen=self.settings.live_maxlen)
+                self._xadd(fields, maxlen=self.settings.live_maxlen, next_seq=frame.seq + 1)
             except CONNECTION_ERRORS as exc:
                 self.stats["dropped"] += 1
                 self._reconnect_pause(exc)
         self.stats["frames"] += 1
         self._beat()
 
-    def _xadd(self, fields: dict, maxlen: Optional[int] = None) -> None:
-        self.r.xadd(self.stream, fields, maxlen=maxlen, approximate=True)
+    def _xadd(self, fields: dict, maxlen: Optional[int] = None, next_seq: Optional[int] = None) -> None:
+        """XADD ``fields``; with ``next_seq``, record it as where a restart continues."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xadd(self.stream, fields, maxlen=maxlen, approximate=True)
+        if next_seq is not None:
+            pipe.hset(self.key, "seq", next_seq)
+        pipe.execute()
+
+    def _lagging(self) -> bool:
+        return (group_lag(self.r, self.stream, keys.POSE_GROUP) or 0) >= self.settings.replay_max_lag
 
     def _wait_for_room(self) -> None:
-        while not self._stop and (group_lag(self.r, self.stream, keys.POSE_GROUP) or 0) >= self.settings.replay_max_lag:
+        while not self._stop and self._lagging():
             self.stats["state"] = "waiting (backpressure)"
             self.sleep(0.02)
         self.stats["state"] = "running"

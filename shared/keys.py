@@ -51,8 +51,32 @@ def next_track_key(camera: str) -> str:
     return f"{PREFIX}:next-track:{{{check_camera_id(camera)}}}"
 
 
+def tracker_state_key(camera: str) -> str:
+    """The pose tracker's exact state (JSON) after the camera's last written frame, for takeovers."""
+    return f"{PREFIX}:tracker-state:{{{check_camera_id(camera)}}}"
+
+
 def lease_key(stage: str, camera: str) -> str:
     return f"{PREFIX}:lease:{stage}:{{{check_camera_id(camera)}}}"
+
+
+def fence_key(stage: str, camera: str) -> str:
+    """The fencing-token counter of a camera's lease for a stage (INCR'd at each acquisition)."""
+    return f"{PREFIX}:fence:{stage}:{{{check_camera_id(camera)}}}"
+
+
+def producer_key(camera: str) -> str:
+    """Hash: the camera's producer ``epoch`` (one more at each start) and next ``seq``."""
+    return f"{PREFIX}:producer:{{{check_camera_id(camera)}}}"
+
+
+def hash_tag(key: str | bytes) -> str | None:
+    """The hash tag of ``key`` (the part in the first ``{...}``), or None."""
+    if isinstance(key, bytes):
+        key = key.decode()
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if start >= 0 and end > start + 1 else None
 
 
 def event_guard_key(event_id: str) -> str:
@@ -90,3 +114,9 @@ def worker_key(worker_id: str) -> str:
 
 def worker_pattern() -> str:
     return f"{PREFIX}:worker:*"
+
+
+def action_state_key(camera: str) -> str:
+    """The action stage's state of a camera (window phase, rule state; JSON), written with
+    the acks of each batch so that a worker taking the camera over continues exactly."""
+    return f"{PREFIX}:action-state:{{{check_camera_id(camera)}}}"

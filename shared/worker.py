@@ -1,22 +1,30 @@
 """The stream-consumer loop every stage worker runs: lease, read, process, write, ack.
 
 A stage subclass supplies the pure part, :meth:`StageWorker.handle` (entries in, outputs
-out), and the loop does the I/O around it with an explicit exception ladder:
+out), and the loop does the I/O around it; each job lives in a small module of its own:
+leases with fencing tokens (:mod:`shared.leases`), claiming pending entries
+(:mod:`shared.claiming`), reading with server-side ages (:mod:`shared.reading`), fenced
+and checked writes (:mod:`shared.writing`), heartbeats (:mod:`shared.heartbeat`).
 
-* connection lost     -> back off (capped, jittered) and reconnect; nothing is acked
+The exception ladder:
+
+* connection lost     -> back off (capped, jittered) and reconnect; nothing is acked;
+                         our own still-valid leases are re-adopted
 * stop requested      -> (SIGTERM/SIGINT set a flag) finish the batch in hand,
                          release leases, exit 0
 * bad message         -> ``handle`` puts it on the dead-letter list with its reason
-* unknown error       -> logged; the batch stays pending and is retried, and an entry
-                         that failed ``max_attempts`` times goes to the dead-letter stream
-
-Outputs, dead letters and acks of one batch are written in one pipeline, acks last, so
-nothing is acked before its output is written (at-least-once).
+* ``handle`` raises   -> the batch is bisected down to single entries; the camera of a
+                         failing entry waits (its entries stay pending, in order) and the
+                         entry is retried; after ``max_attempts`` failures it alone is
+                         dead-lettered
+* a write fails       -> (ResponseError, OOM) logged; nothing of that camera is acked and
+                         the batch is retried; any other refused command: logged, backoff
+* lease lost          -> the fenced write refuses (nothing written, nothing acked); the
+                         camera is dropped and its new owner reclaims the entries
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -24,51 +32,20 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import redis
 
-from shared import codec, keys
-from shared.redisio import (CONNECTION_ERRORS, Leases, add_dead_letter, connect, ensure_group, live_workers,
-                            redact, registered_cameras, stream_entries, text)
+from shared import claiming, heartbeat, keys, writing
+from shared.leases import Leases
+from shared.reading import Entry, batch_count, read_group, split_by_stream
+from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, redact, registered_cameras, text
 from shared.settings import Settings
+from shared.writing import Outcome, Output
+
+__all__ = ["Entry", "Outcome", "Output", "StageWorker", "default_worker_id"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Entry:
-    stream: str
-    camera: str
-    id: str
-    fields: dict
-
-    def decode(self, decode: Callable[[dict], Any]) -> Any:
-        """The entry's message by ``decode`` (a codec function), checked to name the camera
-        whose stream it came on; :class:`codec.DecodeError` otherwise."""
-        msg = decode(self.fields)
-        if msg.camera != self.camera:
-            raise codec.DecodeError(f"message names camera {msg.camera!r} on {self.camera!r}'s stream")
-        return msg
-
-
-@dataclass
-class Output:
-    stream: str
-    fields: dict
-    maxlen: Optional[int] = None  # approximate trim (MAXLEN ~)
-
-
-@dataclass
-class Outcome:
-    """What ``handle`` made of a batch: outputs to write, entries to dead-letter, to ack."""
-
-    outputs: list[Output] = field(default_factory=list)
-    dead: list[tuple[Entry, str]] = field(default_factory=list)
-    done: list[Entry] = field(default_factory=list)  # processed; acked after outputs land
-    finished: dict[str, int] = field(default_factory=dict)  # camera -> frames, at end of stream
-    sets: dict[str, str] = field(default_factory=dict)  # small per-camera state (SET key value)
 
 
 def default_worker_id(stage: str) -> str:
@@ -91,15 +68,18 @@ class StageWorker:
         self.owned: set[str] = set()
         self.backlog: set[str] = set()  # cameras whose own pending entries come first
         self.finished: set[str] = set()
-        self.attempts: dict[str, int] = {}
+        self.attempts: dict[tuple[str, str], int] = {}  # (stream, id) -> failures of handle
         self.metrics: dict[str, Any] = {"batches": 0, "entries": 0, "dead": 0, "reconnects": 0,
-                                        "errors": 0, "state": "starting"}
+                                        "errors": 0, "fenced": 0, "takeovers": 0, "state": "starting"}
         self._stop = False
         self._next_leases = 0.0
         self._lost: set[str] = set()  # leases the keeper thread could not renew
         self._keeper: Optional[threading.Thread] = None
         self._keeper_stop = threading.Event()
-        self.max_attempts = 3  # failures of a batch (exceptions) before dead-lettering
+        self._script = None
+        self._batch: list[Entry] = []
+        self._committed = Outcome()
+        self.max_attempts = 3  # failures of one entry (exceptions) before dead-lettering
         self.max_deliveries = 10  # deliveries of one entry (e.g. killed workers) before dead-lettering
 
     # ---------------------------------------------------------------- hooks
@@ -118,7 +98,15 @@ class StageWorker:
         return True
 
     def after_write(self, outcome: Outcome) -> None:
-        """Called after a batch's outputs and acks were written."""
+        """Called after a batch's outputs and acks were written (only what was written)."""
+
+    def entry_age_s(self, msg: Any) -> Optional[float]:
+        """How long the entry of ``msg`` (decoded in the batch in hand) waited in its stream,
+        on the Redis server's clock; None when unknown."""
+        for e in self._batch:
+            if e.msg is msg:
+                return e.age_s
+        return None
 
     # ---------------------------------------------------------------- run
 
@@ -145,6 +133,9 @@ class StageWorker:
                 except CONNECTION_ERRORS as exc:
                     backoff = self._on_disconnect(exc, backoff)
                     continue
+                except redis.ResponseError as exc:  # e.g. OOM: nothing acked, retried
+                    backoff = self._on_server_error(exc, backoff)
+                    continue
                 if max_items is not None and self.metrics["entries"] >= max_items:
                     break
                 if exit_on_eos and self.only and self.only <= self._done_everywhere():
@@ -160,21 +151,36 @@ class StageWorker:
         self.metrics["reconnects"] += 1
         log.warning("%s: redis unreachable (%s); retrying in %.1f s", self.worker_id, exc, backoff)
         self._sleep(backoff * (0.5 + random.random()))
-        for cam in sorted(self.owned):  # leases may have expired meanwhile: state is rebuilt
-            self._drop(cam)  # from Redis when the camera is taken again
+        for cam in sorted(self.owned):  # state is rebuilt from Redis when the camera is taken
+            self._drop(cam)  # again; our leases, if still valid, are re-adopted then
         self._next_leases = 0.0
+        return min(backoff * 2, 10.0)
+
+    def _on_server_error(self, exc: Exception, backoff: float) -> float:
+        self.metrics["errors"] += 1
+        log.error("%s: redis refused a command (%s); retrying in %.1f s", self.worker_id, exc, backoff)
+        self._sleep(backoff * (0.5 + random.random()))
+        self.backlog |= self.owned  # what was read and not acked is read again
         return min(backoff * 2, 10.0)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while not self._stop and time.monotonic() < end:
-            time.sleep(min(0.1, seconds))
+            time.sleep(min(0.05, seconds))
 
     def _connect(self) -> None:
+        for cam in sorted(self.owned):  # new lease bookkeeping: taken again (or re-adopted)
+            self._drop(cam)
         url = self.settings.redis_url or "redis://127.0.0.1:6379/0"
         self.r = connect(url)
         self.leases = Leases(self.r, self.stage, self.worker_id, self.settings.lease_ttl_s)
+        self._script = self.r.register_script(writing.FENCED_WRITE)
         log.info("%s: using redis at %s", self.worker_id, redact(url))
+
+    @property
+    def lease_period_s(self) -> float:
+        """How often leases are renewed (keeper) and reconsidered (main loop)."""
+        return min(2.0, self.settings.lease_ttl_s / 4)
 
     def tick(self) -> int:
         """One round: refresh leases, read a batch, handle it, write. Returns entries read."""
@@ -185,7 +191,7 @@ class StageWorker:
         self._lost.clear()
         if now >= self._next_leases:
             self.refresh_leases()
-            self._next_leases = now + self.settings.lease_ttl_s / 3
+            self._next_leases = now + self.lease_period_s
         entries = self.read()
         if entries:
             self.process(entries)
@@ -204,21 +210,25 @@ class StageWorker:
         self._keeper.start()
 
     def _keep(self) -> None:
-        period = min(2.0, self.settings.lease_ttl_s / 3)
-        while not self._keeper_stop.wait(period):
+        while not self._keeper_stop.wait(self.lease_period_s):
             try:
-                for cam in self.owned.copy():  # a copy: the main thread changes the set
-                    if not self.leases.renew(cam):
-                        self._lost.add(cam)
-                self.heartbeat()
+                self.keep_once()
             except CONNECTION_ERRORS:
                 pass  # the main loop sees the outage and reconnects
             except Exception:  # never let the keeper die silently
                 log.exception("%s: lease keeper failed", self.worker_id)
 
+    def keep_once(self) -> None:
+        """Renew every lease we hold and beat the heart (the keeper thread's round)."""
+        for cam in self.owned.copy():  # a copy: the main thread changes the set
+            if not self.leases.renew(cam):
+                self._lost.add(cam)
+        self.heartbeat()
+
     def refresh_leases(self) -> None:
         """Give back what exceeds a fair share, take free cameras (renewal: the keeper)."""
         self.heartbeat()
+        self.finished &= self._done_everywhere()  # a restarted producer clears its end mark
         wanted = self.wanted_cameras()
         share = self.fair_share(len(wanted))
         for cam in sorted(self.owned)[share:]:
@@ -234,40 +244,29 @@ class StageWorker:
 
     def fair_share(self, cameras: int) -> int:
         """How many cameras this worker should hold: an even split over live workers."""
-        workers = max(1, live_workers(self.r, self.stage))
-        return min(self.settings.max_cameras, -(-cameras // workers))
+        return heartbeat.fair_share(cameras, heartbeat.live_workers(self.r, self.stage),
+                                    self.settings.max_cameras)
 
     def _take(self, camera: str) -> None:
         stream = keys.stage_stream(self.stage, camera)
         ensure_group(self.r, stream, self.stage)
-        claimed = self._claim_pending(stream)
+        claimed = claiming.claim(self.r, stream, self.stage, self.worker_id)
         self.owned.add(camera)
         self.backlog.add(camera)
+        self.metrics["takeovers"] += 1
         log.info("%s: took camera %s (%d pending entries claimed)", self.worker_id, camera, claimed)
         self.on_acquired(camera)
 
-    def _claim_pending(self, stream: str) -> int:
-        """Move every pending entry of the stage's group on ``stream`` to this consumer.
-
-        JUSTID leaves the delivery counters alone: only real deliveries count towards
-        ``max_deliveries``.
-        """
-        start, total, page = "0-0", 0, 1000
-        while True:
-            ids = self.r.xautoclaim(stream, self.stage, self.worker_id, min_idle_time=0,
-                                    start_id=start, count=page, justid=True)
-            total += len(ids)
-            if len(ids) < page:
-                return total
-            ms, _, seq = text(ids[-1]).partition("-")
-            start = f"{ms}-{int(seq) + 1}"
-
     def _drop(self, camera: str) -> None:
+        if camera not in self.owned:
+            return
         self.owned.discard(camera)
         self.backlog.discard(camera)
+        stream = keys.stage_stream(self.stage, camera)
+        self.attempts = {k: n for k, n in self.attempts.items() if k[0] != stream}
         self.on_released(camera)
 
-    # ---------------------------------------------------------------- read / write
+    # ---------------------------------------------------------------- read
 
     def read(self) -> list[Entry]:
         backlog = {keys.stage_stream(self.stage, c): "0" for c in sorted(self.backlog & self.owned)}
@@ -286,76 +285,120 @@ class StageWorker:
         return self._xread(fresh, block=self.settings.block_ms)
 
     def _xread(self, streams: dict[str, str], block: Optional[int]) -> list[Entry]:
-        count = min(self.settings.batch_per_camera, max(1, self.settings.max_batch // len(streams)))
-        resp = self.r.xreadgroup(self.stage, self.worker_id, streams, count=count, block=block)
-        return [Entry(s, keys.camera_of_stream(s), i, f) for s, i, f in stream_entries(resp)]
+        count = batch_count(self.settings.batch_per_camera, self.settings.max_batch, len(streams))
+        return read_group(self.r, self.stage, self.worker_id, streams, count, block)
 
     def _screen_redelivered(self, entries: list[Entry]) -> list[Entry]:
         """Dead-letter entries delivered too often (they keep killing workers); keep the rest."""
-        if not entries:
-            return entries
-        counts: dict[str, int] = {}
-        by_stream: dict[str, list[Entry]] = {}
-        for e in entries:
-            by_stream.setdefault(e.stream, []).append(e)
-        for stream, es in by_stream.items():
-            for p in self.r.xpending_range(stream, self.stage, min=es[0].id, max=es[-1].id,
-                                           count=len(es)):
-                counts[text(p["message_id"])] = int(p["times_delivered"])
-        poison = [e for e in entries if counts.get(e.id, 0) > self.max_deliveries]
+        counts: dict[tuple[str, str], int] = {}  # (stream, id): ids repeat across streams
+        for stream, es in split_by_stream(entries).items():
+            got = claiming.delivery_counts(self.r, stream, self.stage, [e.id for e in es])
+            counts.update({(stream, i): n for i, n in got.items()})
+        poison = [e for e in entries if counts.get((e.stream, e.id), 0) > self.max_deliveries]
         if poison:
-            self.write(Outcome(dead=[(e, f"delivered {counts[e.id]} times without being acked "
-                                         "(it may crash workers)") for e in poison]))
-        return [e for e in entries if counts.get(e.id, 0) <= self.max_deliveries]
+            self._commit(Outcome(dead=[(e, f"delivered {counts[e.stream, e.id]} times without being "
+                                          "acked (it may crash workers)") for e in poison]))
+        return [e for e in entries if counts.get((e.stream, e.id), 0) <= self.max_deliveries]
+
+    # ---------------------------------------------------------------- handle (bisecting)
 
     def process(self, entries: list[Entry]) -> None:
+        """Handle a batch; when ``handle`` raises, its halves, down to single entries."""
+        self._handle_part(entries, blocked=set())
+        self.metrics["batches"] += 1
+
+    def _handle_part(self, entries: list[Entry], blocked: set[str]) -> None:
+        entries = [e for e in entries if e.camera not in blocked]  # keep each camera's order
+        if not entries:
+            return
+        self._batch = entries
         try:
             outcome = self.handle(entries)
         except CONNECTION_ERRORS:
             raise
-        except Exception as exc:  # unknown: retry, then dead-letter the repeat offenders
+        except Exception as exc:
             self.metrics["errors"] += 1
-            log.exception("%s: batch of %d failed: %s", self.worker_id, len(entries), exc)
-            outcome = self._poison(entries, exc)
-            self.backlog |= {e.camera for e in entries}
-        self.write(outcome)
-        self.metrics["batches"] += 1
-        self.metrics["entries"] += len(outcome.done) + len(outcome.dead)
-        self.after_write(outcome)
+            if len(entries) == 1:
+                self._failed(entries[0], exc, blocked)
+                return
+            log.warning("%s: batch of %d failed (%s: %s); retrying its halves", self.worker_id,
+                        len(entries), exc.__class__.__name__, exc)
+            mid = len(entries) // 2
+            self._handle_part(entries[:mid], blocked)
+            self._handle_part(entries[mid:], blocked)
+            return
+        finally:
+            self._batch = []
+        self._commit(outcome)
 
-    def _poison(self, entries: list[Entry], exc: Exception) -> Outcome:
-        out = Outcome()
-        for e in entries:
-            n = self.attempts.get(e.id, 0) + 1
-            self.attempts[e.id] = n
-            if n >= self.max_attempts:
-                out.dead.append((e, f"failed {n} times: {exc.__class__.__name__}: {exc}"))
-                self.attempts.pop(e.id, None)
-        return out
+    def _failed(self, entry: Entry, exc: Exception, blocked: set[str]) -> None:
+        """One entry failed alone: retried later (its camera waits), dead-lettered at last."""
+        key = (entry.stream, entry.id)
+        n = self.attempts.pop(key, 0) + 1
+        if n >= self.max_attempts:
+            self._commit(Outcome(dead=[(entry, f"failed {n} times: {exc.__class__.__name__}: {exc}")]))
+            return
+        self.attempts[key] = n
+        log.warning("%s: camera %s entry %s failed (attempt %d of %d): %s: %s", self.worker_id,
+                    entry.camera, entry.id, n, self.max_attempts, exc.__class__.__name__, exc,
+                    exc_info=n == 1)
+        blocked.add(entry.camera)
+        self.backlog.add(entry.camera)
+
+    def _commit(self, outcome: Outcome) -> None:
+        self._committed = Outcome()
+        self.write(outcome)
+        done = self._committed
+        self.metrics["entries"] += len(done.done) + len(done.dead)
+        self.after_write(done)
+
+    # ---------------------------------------------------------------- write
 
     def write(self, outcome: Outcome) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        for o in outcome.outputs:
-            pipe.xadd(o.stream, o.fields, maxlen=o.maxlen, approximate=True)
-        for entry, reason in outcome.dead:
+        """Global outputs and dead letters first, then per camera one fenced script: its
+        outputs, state and acks, only while its lease is ours."""
+        p = writing.plan(outcome, self.stage, dict(self.leases.values))
+        try:
+            writing.execute_global(self.r, p, self.stage, self.settings.deadletter_maxlen)
+            results = writing.execute_fenced(self.r, self._script, p)
+        except redis.ResponseError as exc:
+            self._write_failed(outcome.cameras(), exc)
+            return
+        ok = set()
+        for cam, res in results.items():
+            if res == writing.OK:
+                ok.add(cam)
+            elif res == writing.FENCED:
+                self.metrics["fenced"] += 1
+                log.warning("%s: camera %s: the lease is no longer ours; nothing written or acked",
+                            self.worker_id, cam)
+                self.leases.forget(cam)
+                self._drop(cam)
+            elif isinstance(res, CONNECTION_ERRORS):
+                raise res
+            else:
+                self._write_failed({cam}, res)
+        self._record(outcome.only(ok))
+
+    def _write_failed(self, cameras: set[str], exc: Exception) -> None:
+        self.metrics["errors"] += 1
+        log.error("%s: writing cameras %s failed (%s: %s); nothing of theirs acked, retried",
+                  self.worker_id, ",".join(sorted(cameras)), exc.__class__.__name__, exc)
+        self.backlog |= cameras & self.owned
+
+    def _record(self, done: Outcome) -> None:
+        if done.finished:  # the done marks (a global hash) once the fenced writes held
+            self.r.hset(keys.done_key(self.stage), mapping=done.finished)
+        for entry, reason in done.dead:
             log.warning("%s: camera %s entry %s dead-lettered: %s", self.worker_id, entry.camera,
                         entry.id, reason)
-            add_dead_letter(pipe, self.stage, entry.stream, entry.id, entry.fields, reason,
-                            self.settings.deadletter_maxlen)
-        for camera, frames in outcome.finished.items():
-            pipe.hset(keys.done_key(self.stage), camera, frames)
-        for key, value in outcome.sets.items():
-            pipe.set(key, value)
-        acks: dict[str, list[str]] = {}
-        for entry in [*outcome.done, *(e for e, _ in outcome.dead)]:
-            acks.setdefault(entry.stream, []).append(entry.id)
-        for stream, ids in acks.items():
-            pipe.xack(stream, self.stage, *ids)
-        pipe.execute()
-        self.metrics["dead"] += len(outcome.dead)
-        self.finished |= set(outcome.finished)
-        for camera in outcome.finished:
+        for e in done.done:
+            self.attempts.pop((e.stream, e.id), None)
+        self.metrics["dead"] += len(done.dead)
+        self.finished |= set(done.finished)
+        for camera in done.finished:
             log.info("%s: camera %s reached its end of stream", self.worker_id, camera)
+        self._committed = done
 
     def _done_everywhere(self) -> set[str]:
         return {text(c) for c in self.r.hkeys(keys.done_key(self.stage))}
@@ -363,10 +406,8 @@ class StageWorker:
     # ---------------------------------------------------------------- heartbeat / stop
 
     def heartbeat(self) -> None:
-        beat = dict(self.metrics, worker=self.worker_id, stage=self.stage,
-                    cameras=sorted(self.owned.copy()), at=self.clock())
-        self.r.set(keys.worker_key(self.worker_id), json.dumps(beat),
-                   ex=max(5, int(self.settings.lease_ttl_s * 3)))
+        heartbeat.beat(self.r, self.worker_id, self.stage, dict(self.metrics),
+                       sorted(self.owned.copy()), self.clock(), self.settings.lease_ttl_s)
 
     def _shutdown(self) -> None:
         self._keeper_stop.set()
@@ -377,7 +418,7 @@ class StageWorker:
             for cam in sorted(self.owned):
                 self.leases.release(cam)
                 self.on_released(cam)
-            self.r.delete(keys.worker_key(self.worker_id))
+            heartbeat.stop(self.r, self.worker_id)
         except CONNECTION_ERRORS as exc:
             log.warning("%s: could not release leases (%s); they expire by TTL", self.worker_id, exc)
         self.owned.clear()

@@ -12,7 +12,7 @@ from producer.sources import crop_and_resize, open_source
 from shared.schemas import Event
 from shared.settings import Camera
 from shared.skeleton import OPENPOSE_18
-from workers.exports import CameraRecord
+from workers.exports import CameraRecord, read_spool
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,14 @@ def draw_frame(image: np.ndarray, people, labels: dict[int, tuple[str, float]],
 
 def annotate(camera: Camera, width: int, record: CameraRecord, events: list[Event],
              out_path: str | Path) -> int:
-    """Re-read the camera's (finite) source and write the annotated video; returns frames."""
+    """Re-read the camera's (finite) source and write the annotated video; returns frames.
+    The skeletons come from the record's spool, read alongside the video (both in seq order)."""
     source = open_source(camera.source, camera.fps)
     writer = None
     current: dict[int, tuple[str, float]] = {}
     alert_frames = int(ALERT_SECONDS * source.fps)
+    spooled = read_spool(record.spool) if record.spool is not None else iter(())
+    pending = next(spooled, None)
     n = 0
     try:
         for seq, image in enumerate(source.frames()):
@@ -71,8 +74,9 @@ def annotate(camera: Camera, width: int, record: CameraRecord, events: list[Even
                 writer = cv2.VideoWriter(str(out_path), fourcc, source.fps,
                                          (image.shape[1], image.shape[0]))
             current.update(record.labels.get(seq, {}))
-            skel = record.skeletons.get(seq)
-            people = skel.people if skel else ()
+            while pending is not None and pending[0] < seq:
+                pending = next(spooled, None)
+            people = pending[3] if pending is not None and pending[0] == seq else ()
             live_ids = {p.track_id for p in people}
             current = {t: v for t, v in current.items() if t in live_ids}
             alerts = [e for e in events if e.frame_end <= seq < e.frame_end + alert_frames]

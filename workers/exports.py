@@ -1,16 +1,22 @@
 """What `actionstream up` keeps of a run: events, skeletons (Kinetics JSON), annotated video.
 
 A :class:`Collector` follows the skeleton, score and event streams with plain XREAD (it is
-no consumer group, so it takes nothing away from the workers) and holds what it read.
+no consumer group, so it takes nothing away from the workers). It holds no skeletons in
+memory: each camera's frames are appended to a spool (an unnamed temporary file, JSON lines,
+pixel keypoints: it vanishes with the process, however that ends) as they arrive, and the
+exports are written from the spools at the end, one frame at a time.
+It keeps the events of this run (read from the events stream's end at the start of the
+run) and each track's scores (one per window), both small.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import IO, Iterator, Optional
 
 import numpy as np
 
@@ -18,25 +24,37 @@ from shared import codec, keys
 from shared.codec import DecodeError
 from shared.redisio import stream_entries, text
 from shared.schemas import Event, Skeletons
+from shared.skeleton import Person
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CameraRecord:
-    skeletons: dict[int, Skeletons] = field(default_factory=dict)  # seq -> skeletons
+    frames: int = 0  # distinct frames seen
+    last_seq: int = -1
     labels: dict[int, dict[int, tuple[str, float]]] = field(default_factory=dict)  # seq -> track -> top
-    eos: Optional[int] = None
+    spool: Optional[IO[str]] = None  # JSON lines, one per frame (see spool_line)
+
+
+def events_stream_end(r) -> str:
+    """The id of the events stream's last entry ("0" when empty): a run's collector reads
+    after it, so earlier runs' events on the same Redis are not this run's."""
+    last = r.xrevrange(keys.EVENTS_STREAM, count=1)
+    return text(last[0][0]) if last else "0"
 
 
 class Collector:
-    def __init__(self, r, cameras: list[str]) -> None:
+    def __init__(self, r, cameras: list[str], spool: bool = False, events_after: str = "0") -> None:
         self.r = r
         self.cameras = {c: CameraRecord() for c in cameras}
         self.events: list[Event] = []
         self._ids = {keys.skeletons_stream(c): "0" for c in cameras}
         self._ids.update({keys.scores_stream(c): "0" for c in cameras})
-        self._ids[keys.EVENTS_STREAM] = "0"
+        self._ids[keys.EVENTS_STREAM] = events_after
+        if spool:
+            for record in self.cameras.values():
+                record.spool = tempfile.TemporaryFile("w+", prefix="actionstream-spool-")
 
     def poll(self, block_ms: Optional[int] = 200) -> int:
         """Read what is new; ``block_ms=None`` does not wait (0 would wait forever)."""
@@ -51,6 +69,19 @@ class Collector:
         while self.poll(block_ms=None):
             pass
 
+    def close(self) -> None:
+        """Remove the spools."""
+        for record in self.cameras.values():
+            if record.spool is not None:
+                record.spool.close()
+                record.spool = None
+
+    def __enter__(self) -> "Collector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _take(self, stream: str, fields: dict) -> None:
         try:
             if stream == keys.EVENTS_STREAM:
@@ -64,16 +95,36 @@ class Collector:
                 seq, track = int(fields[b"frame_end"]), int(fields[b"track_id"])
                 record.labels.setdefault(seq, {})[track] = (text(fields[b"label"]), float(fields[b"score"]))
                 return
-            msg = codec.decode_skeletons(fields)
-            if isinstance(msg, Skeletons):
-                record.skeletons[msg.seq] = msg
-            else:
-                record.eos = msg.seq
+            msg = codec.decode_skeletons(fields)  # an end of stream is no frame
+            if isinstance(msg, Skeletons) and msg.seq > record.last_seq:  # a frame written again counts once
+                record.frames += 1
+                record.last_seq = msg.seq
+                if record.spool is not None:
+                    record.spool.write(spool_line(msg) + "\n")
         except (DecodeError, KeyError, ValueError) as exc:
             log.warning("collector: skipped an entry of %s: %s", stream, exc)
 
     def frames_done(self) -> int:
-        return sum(len(r.skeletons) for r in self.cameras.values())
+        return sum(r.frames for r in self.cameras.values())
+
+
+def spool_line(skel: Skeletons) -> str:
+    people = [{"kp": np.round(p.keypoints.astype(np.float64), 4).ravel().tolist(),
+               "box": np.round(p.box.astype(np.float64), 1).tolist(),
+               "score": round(float(p.score), 4), "track_id": p.track_id} for p in skel.people]
+    return json.dumps({"seq": skel.seq, "width": skel.width, "height": skel.height, "people": people})
+
+
+def read_spool(spool: IO[str]) -> Iterator[tuple[int, int, int, list[Person]]]:
+    """``(seq, width, height, people)`` per line of a spool, from its start, in the order written."""
+    spool.flush()
+    spool.seek(0)
+    for line in spool:
+        row = json.loads(line)
+        people = [Person(np.asarray(p["kp"], dtype=np.float32).reshape(-1, 3), p["box"], p["score"],
+                         p["track_id"]) for p in row["people"]]
+        yield row["seq"], row["width"], row["height"], people
+    spool.seek(0, 2)  # back to the end: the collector may append more
 
 
 def write_events(events: list[Event], path: str | Path) -> None:
@@ -82,29 +133,33 @@ def write_events(events: list[Event], path: str | Path) -> None:
             fh.write(codec.encode_event(event) + "\n")
 
 
-def kinetics_skeleton_json(record: CameraRecord, camera: str) -> dict:
-    """The ST-GCN Kinetics-skeleton layout: ``data[].frame_index`` from 1, ``pose`` 36
-    values (x, y per joint, normalised 0..1), ``score`` 18 values, plus ``track_id``."""
-    data = []
-    for seq in sorted(record.skeletons):
-        skel = record.skeletons[seq]
-        people = []
-        for p in skel.people:
-            xy = p.keypoints[:, :2] / np.array([skel.width, skel.height], dtype=np.float32)
-            xy[p.keypoints[:, 2] <= 0] = 0.0
-            people.append({"pose": np.round(xy, 4).ravel().tolist(),
-                           "score": np.round(p.keypoints[:, 2], 4).tolist(),
-                           "track_id": p.track_id})
-        data.append({"frame_index": seq + 1, "skeleton": people})
-    return {"camera": camera, "data": data, "label": "unknown", "label_index": -1}
+def kinetics_frame(seq: int, width: int, height: int, people: list[Person]) -> dict:
+    """One frame of the ST-GCN Kinetics-skeleton layout: ``frame_index`` = seq (0-based, as
+    events' frames), per person ``pose`` 36 values (x, y per joint, normalised 0..1),
+    ``score`` 18 values, plus ``track_id``."""
+    out = []
+    for p in people:
+        kp = p.keypoints.astype(np.float64)  # float64: 4 decimals print as 4 decimals
+        xy = kp[:, :2] / np.array([width, height], dtype=np.float64)
+        xy[kp[:, 2] <= 0] = 0.0
+        out.append({"pose": np.round(xy, 4).ravel().tolist(), "score": np.round(kp[:, 2], 4).tolist(),
+                    "track_id": p.track_id})
+    return {"frame_index": seq, "skeleton": out}
+
+
+def write_kinetics_json(record: CameraRecord, camera: str, path: Path) -> Path:
+    """The camera's export, written frame by frame from its spool."""
+    with open(path, "w") as fh:
+        fh.write('{"camera": %s, "data": [' % json.dumps(camera))
+        if record.spool is not None:
+            for i, (seq, width, height, people) in enumerate(read_spool(record.spool)):
+                fh.write((", " if i else "") + json.dumps(kinetics_frame(seq, width, height, people)))
+        fh.write('], "label": "unknown", "label_index": -1}')
+    return path
 
 
 def write_skeletons(collector: Collector, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for camera, record in collector.cameras.items():
-        path = out_dir / f"{camera}.json"
-        path.write_text(json.dumps(kinetics_skeleton_json(record, camera)))
-        paths.append(path)
-    return paths
+    return [write_kinetics_json(record, camera, out_dir / f"{camera}.json")
+            for camera, record in collector.cameras.items()]

@@ -10,6 +10,44 @@ from typing import Sequence
 log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+INSTALL_HINT = ("no onnxruntime is installed: pip install 'actionstream[cpu]' (CPU) or "
+                "'actionstream[gpu]' (CUDA), one of the two")
+
+
+def default_action_model() -> Path:
+    """The fall model shipped inside the package (``workers/action/models/fall.onnx``)."""
+    return Path(__file__).resolve().parent / "action" / "models" / "fall.onnx"
+
+
+def installed_runtimes() -> list[str]:
+    """The onnxruntime distributions installed (both provide the ``onnxruntime`` module)."""
+    from importlib import metadata
+
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(dist)
+            found.append(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def require_onnxruntime() -> None:
+    """ModelError with the command to run when no onnxruntime is installed, or when both
+    builds are (they share one module: one silently overwrites the other's files)."""
+    import importlib.util
+
+    try:
+        missing = importlib.util.find_spec("onnxruntime") is None
+    except ImportError:
+        missing = True
+    if missing:
+        raise ModelError(INSTALL_HINT)
+    if len(installed_runtimes()) > 1:
+        raise ModelError("both onnxruntime and onnxruntime-gpu are installed and they conflict: "
+                         "pip uninstall -y onnxruntime onnxruntime-gpu, then pip install "
+                         "'actionstream[gpu]' (or '[cpu]'), one of the two")
 
 
 class ModelError(RuntimeError):
@@ -22,6 +60,7 @@ def create_session(path: str | os.PathLike, providers: Sequence[str] = DEFAULT_P
 
     ``threads`` = 0 lets onnxruntime choose. Raises :class:`ModelError` naming the file.
     """
+    require_onnxruntime()
     import onnxruntime as ort
 
     path = Path(path)

@@ -1,4 +1,7 @@
-"""Start the processes of a run and keep them alive: restart a crashed one with backoff."""
+"""Start the processes of a run and keep them alive: restart a crashed one with backoff.
+
+Each child gets this process's pid in its environment and ends when this process ends,
+SIGKILL included (see :mod:`shared.lifeline`)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
+
+from shared.lifeline import child_environment
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,7 @@ class Supervisor:
         self.env = env
 
     def _spawn(self, child: Child) -> None:
-        cmd = [sys.executable, "-m", "shared.cli", *child.spec.argv]
+        cmd = [sys.executable, "-m", "workers.cli", *child.spec.argv]
         child.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL)
         log.info("started %s (pid %d)", child.spec.name, child.proc.pid)
 
@@ -105,7 +110,9 @@ class Supervisor:
 
 
 def child_env(redis_url: str, extra: dict[str, str]) -> dict[str, str]:
+    """The children's environment: this one, the run's Redis, ``extra``, and this process's
+    pid, so that each child ends with it (:mod:`shared.lifeline`) however it ends."""
     env = dict(os.environ)
     env["ACTIONSTREAM_REDIS_URL"] = redis_url
     env.update(extra)
-    return env
+    return child_environment(env)

@@ -8,17 +8,20 @@ file sources to their end, drains, writes the requested outputs, stops everythin
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Optional
 
-from producer.sources import open_source
+from producer.sources import SourceError, open_source
 from shared import keys
 from shared.modelpaths import resolve_action_model, resolve_pose_model
 from shared.redis_server import RedisServer
 from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, redact
-from shared.settings import Camera, Settings, SettingsError, load_camera_file, load_settings, make_camera, parse_crop
-from workers.exports import Collector, write_events, write_skeletons
+from shared.settings import (Camera, Settings, SettingsError, load_camera_file, load_settings, make_camera,
+                             parse_crop)
+from workers.exports import Collector, events_stream_end, write_events, write_skeletons
+from workers.runtime import default_action_model, require_onnxruntime
 from workers.supervisor import ProcSpec, Supervisor, child_env
 
 log = logging.getLogger(__name__)
@@ -28,13 +31,17 @@ def cameras_from_args(args) -> list[Camera]:
     if args.config:
         if args.source:
             raise SettingsError("give either --config or --source, not both")
-        return load_camera_file(args.config)
+        return load_camera_file(args.config)  # ids checked unique there
     if not args.source:
         raise SettingsError("nothing to run: give --source PATH_OR_URL (repeatable) or --config FILE")
     if args.camera and len(args.camera) != len(args.source):
         raise SettingsError(f"{len(args.camera)} --camera ids for {len(args.source)} --source values")
     if len(args.crop) not in (0, 1, len(args.source)):
         raise SettingsError("--crop must be given once (for all sources) or once per --source")
+    repeated = sorted({c for c in args.camera if args.camera.count(c) > 1})
+    if repeated:
+        raise SettingsError(f"--camera {', '.join(repeated)} is given to more than one --source; "
+                            "each source needs its own camera id")
     cams = []
     for i, source in enumerate(args.source):
         crop = args.crop[i if len(args.crop) > 1 else 0] if args.crop else None
@@ -44,19 +51,40 @@ def cameras_from_args(args) -> list[Camera]:
     return cams
 
 
-def _check_inputs(cameras: list[Camera], settings: Settings, pose_only: bool) -> dict[str, int]:
-    """Open every source and find the models before anything starts: fail early and clearly."""
-    frames = {}
-    for cam in cameras:
-        source = open_source(cam.source, cam.fps)
-        frames[cam.id] = source.frame_count
-        source.close()
-    resolve_pose_model(settings.pose_model, settings)
-    if pose_only:
-        return frames
-    from workers.action.card import load_card
+def _check_crop(cam: Camera, image) -> None:
+    x, y, w, h = cam.crop
+    height, width = image.shape[:2]
+    if x >= width or y >= height:
+        raise SourceError(f"camera {cam.id}: --crop {x},{y},{w},{h} lies outside the source's "
+                          f"{width}x{height} frame; give X < {width} and Y < {height}")
 
-    load_card(resolve_action_model(settings))
+
+def check_source(cam: Camera) -> int:
+    """Open the camera's source (and for a file, check that its crop lies inside the frame);
+    its frame count (0: unknown). SourceError saying what is wrong."""
+    source = open_source(cam.source, cam.fps)
+    try:
+        if cam.crop and source.finite:
+            first = next(iter(source.frames()), None)
+            if first is not None:
+                _check_crop(cam, first)
+        return source.frame_count
+    finally:
+        source.close()
+
+
+def _check_inputs(cameras: list[Camera], settings: Settings, pose_only: bool) -> dict[str, int]:
+    """Open every source (a crop must lie inside its frame), find the models and reach the
+    Redis given, before anything starts: fail early, clearly, with nothing left running."""
+    frames = {cam.id: check_source(cam) for cam in cameras}
+    require_onnxruntime()
+    resolve_pose_model(settings.pose_model, settings)
+    if not pose_only:
+        from workers.action.card import load_card
+
+        load_card(resolve_action_model(settings, default_action_model()))
+    if settings.redis_url is not None:
+        connect(settings.redis_url).ping()  # unreachable: ConnectionError, one line from the cli
     return frames
 
 
@@ -65,7 +93,9 @@ def _reset(r, cameras: list[Camera], pose_only: bool) -> None:
     the consumer groups made up front so backpressure holds from the first frame."""
     pipe = r.pipeline(transaction=False)
     for cam in cameras:
-        pipe.delete(keys.frames_stream(cam.id), keys.skeletons_stream(cam.id), keys.scores_stream(cam.id))
+        pipe.delete(keys.frames_stream(cam.id), keys.skeletons_stream(cam.id), keys.scores_stream(cam.id),
+                    keys.producer_key(cam.id), keys.next_track_key(cam.id), keys.tracker_state_key(cam.id),
+                    keys.action_state_key(cam.id))
         for stage in (keys.POSE_GROUP, keys.ACTION_GROUP):
             pipe.hdel(keys.done_key(stage), cam.id)
     pipe.execute()
@@ -120,6 +150,14 @@ def _supervise(sup: Supervisor, collector: Collector, total: int, quiet: bool) -
         bar.close()
 
 
+class Terminated(Exception):
+    """``up`` got SIGTERM: stop everything as on Ctrl-C."""
+
+
+def _terminate(*_) -> None:
+    raise Terminated()
+
+
 def run_up(args) -> int:
     cameras = cameras_from_args(args)
     settings = load_settings(redis_url=args.redis, mode=args.mode, pose_model=args.pose_model,
@@ -130,30 +168,36 @@ def run_up(args) -> int:
         server = RedisServer().start()
     url = settings.redis_url or server.url
     log.info("up: %d camera(s), redis %s, mode %s", len(cameras), redact(url), settings.mode)
-    r = connect(url)
     extra = {"ACTIONSTREAM_LOG_LEVEL": args.log_level} if args.log_level else {}
     sup = Supervisor(_specs(cameras, settings, args), child_env(url, extra))
-    collector = Collector(r, [c.id for c in cameras])
     t0 = time.monotonic()
+    collector: Optional[Collector] = None
+    signal.signal(signal.SIGTERM, _terminate)
     try:
+        r = connect(url)
+        collector = Collector(r, [c.id for c in cameras], bool(args.skeletons_out or args.annotate_out),
+                              events_stream_end(r))
         _reset(r, cameras, args.pose_only)
         sup.start()
         _supervise(sup, collector, sum(frames.values()), args.no_progress)
-    except KeyboardInterrupt:
-        log.warning("up: interrupted; stopping")
-        return 130
+        failed = sup.failed()
+        for child in failed:
+            log.error("up: %s failed (exit codes %s)", child.spec.name, child.history)
+        if failed:
+            return 1
+        _write_outputs(args, cameras, settings, collector)
+        _report(collector, time.monotonic() - t0)
+        return 0
+    except (KeyboardInterrupt, Terminated) as exc:
+        log.warning("up: %s; stopping", "terminated" if isinstance(exc, Terminated) else "interrupted")
+        return 143 if isinstance(exc, Terminated) else 130
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second one must not cut it short
         sup.stop()
         if server is not None:
             server.cleanup()
-    failed = sup.failed()
-    for child in failed:
-        log.error("up: %s failed (exit codes %s)", child.spec.name, child.history)
-    if failed:
-        return 1
-    _write_outputs(args, cameras, settings, collector)  # the collector holds the whole run
-    _report(collector, time.monotonic() - t0)
-    return 0
+        if collector is not None:
+            collector.close()
 
 
 def _report(collector: Collector, seconds: float) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from shared.posemodels import POSE_MODEL_NAMES
+
 
 def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", action="append", default=[],
@@ -13,7 +15,7 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", action="append", default=[],
                    help="X,Y,W,H region; once for every source or once per source")
     p.add_argument("--config", help="YAML camera file (instead of --source)")
-    p.add_argument("--pose-model", choices=["movenet", "mobilenet_thin"])
+    p.add_argument("--pose-model", choices=POSE_MODEL_NAMES)
     p.add_argument("--action-model", help="ST-GCN ONNX with its model card")
     p.add_argument("--mode", choices=["live", "replay"], default="replay",
                    help="replay (default): nothing is dropped; live: latency first")

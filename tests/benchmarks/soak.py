@@ -152,15 +152,18 @@ def main(argv=None) -> int:
         me = [sys.executable, __file__, "--redis", server.url, "--cameras", str(args.cameras)]
         procs = {
             "producer": subprocess.Popen([*me, "--role", "producer", "--fps", str(args.fps),
-                                          "--minutes", str(args.minutes)], env=env, stderr=subprocess.DEVNULL),
+                                          "--minutes", str(args.minutes)], env=env,
+                                         stderr=subprocess.DEVNULL),
             "pose": subprocess.Popen([*me, "--role", "pose"], env=env, stderr=subprocess.DEVNULL),
-            "action": subprocess.Popen([sys.executable, "-m", "shared.cli", "action-worker", "--action-model",
-                                        str(model), "--log-level", "WARNING"], cwd=ROOT, env=env),
+            "action": subprocess.Popen([sys.executable, "-m", "workers.cli", "action-worker",
+                                        "--action-model", str(model), "--log-level", "WARNING"],
+                                       cwd=ROOT, env=env),
         }
         r = connect(server.url)
         print(f"{args.cameras} cameras x {args.fps} fps for {args.minutes} min (live mode)")
         print(f"{'t(s)':>6} {'prod MB':>8} {'pose MB':>8} {'act MB':>8} {'redis MB':>9} {'frames':>7} "
-              f"{'skel':>7} {'events':>7} {'dead':>5} {'poselag':>7} {'actlag':>7} {'pose fps':>8}", flush=True)
+              f"{'skel':>7} {'events':>7} {'dead':>5} {'poselag':>7} {'actlag':>7} {'pose fps':>8}",
+              flush=True)
         t0, last_frames = time.time(), 0
         try:
             while procs["producer"].poll() is None:
@@ -170,7 +173,8 @@ def main(argv=None) -> int:
                 done = sum(b.get("frames", 0) for b in beats if b.get("stage") == "pose")
                 fps = (done - last_frames) / args.every
                 last_frames = done
-                print(f"{time.time() - t0:6.0f} {_rss_mb(procs['producer'].pid):8.1f} {_rss_mb(procs['pose'].pid):8.1f} "
+                print(f"{time.time() - t0:6.0f} {_rss_mb(procs['producer'].pid):8.1f} "
+                      f"{_rss_mb(procs['pose'].pid):8.1f} "
                       f"{_rss_mb(procs['action'].pid):8.1f} {st['redis_mb']:9.1f} {st['frames']:7d} "
                       f"{st['skeletons']:7d} {st['events']:7d} {st['dead']:5d} {st['pose_lag']:7d} "
                       f"{st['action_lag']:7d} {fps:8.1f}", flush=True)

@@ -51,7 +51,7 @@ def test_acl_user_runs_the_pipeline_and_the_password_stays_out_of_logs(acl_serve
     with pytest.raises((redis.AuthenticationError, redis.ResponseError)):
         redis.Redis(port=server.port).ping()  # the default user is off
     video = str(shared_path("data", "urfd", "fall-01-cam0.mp4"))
-    proc = subprocess.run([sys.executable, "-m", "shared.cli", "produce", "--redis", url, "--source", video,
+    proc = subprocess.run([sys.executable, "-m", "workers.cli", "produce", "--redis", url, "--source", video,
                            "--camera", "acl-cam", "--mode", "replay", "--max-frames", "5"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

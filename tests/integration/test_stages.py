@@ -100,7 +100,8 @@ def test_action_worker_classifies_windows_and_never_doubles_an_event(r, redis_ur
             xy = np.asarray(sk["pose"], np.float32).reshape(18, 2) * (340, 256)
             kp = np.concatenate([xy, np.asarray(sk["score"], np.float32)[:, None]], axis=1)
             people.append(Person(kp, box_from_keypoints(kp), 1.0, tid))
-        r.xadd(stream, codec.encode_skeletons(Skeletons("cam-k", i, 100 + i / 30, 340, 256, tuple(people), "t")))
+        skel = Skeletons("cam-k", i, 100 + i / 30, 340, 256, tuple(people), "t")
+        r.xadd(stream, codec.encode_skeletons(skel))
     bad = {"v": "1", "kind": "skeletons", "camera": "cam-k", "seq": "5", "ts": "0", "w": "1", "h": "1",
            "model": "m", "people": json.dumps([{"kp": [math.nan] * 54, "box": [0, 0, 1, 1], "score": 1}])}
     r.xadd(stream, bad)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def _up(*args, env=None, timeout=600):
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "shared.cli", "up", "--no-progress", *args],
+    return subprocess.run([sys.executable, "-m", "workers.cli", "up", "--no-progress", *args],
                           cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -39,7 +39,7 @@ def test_up_on_a_fall_clip(tmp_path, seeded_action_model):
     cap = cv2.VideoCapture(str(video))
     n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
-    assert [d["frame_index"] for d in doc["data"]] == list(range(1, n_frames + 1))  # nothing dropped
+    assert [d["frame_index"] for d in doc["data"]] == list(range(n_frames))  # 0-based, none dropped
     ids = Counter(s["track_id"] for d in doc["data"] for s in d["skeleton"])
     with_people = sum(1 for d in doc["data"] if d["skeleton"])
     main_id, main_count = ids.most_common(1)[0]
@@ -82,7 +82,8 @@ def test_up_with_a_missing_action_model(tmp_path):
 
 def test_a_pose_worker_given_the_wrong_model_says_so():
     movenet = shared_path("models", "movenet_multipose.onnx")
-    proc = subprocess.run([sys.executable, "-m", "shared.cli", "pose-worker", "--pose-model", "mobilenet_thin",
+    proc = subprocess.run([sys.executable, "-m", "workers.cli", "pose-worker",
+                           "--pose-model", "mobilenet_thin",
                            "--model-path", str(movenet), "--burst"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2

@@ -95,3 +95,22 @@ def test_a_lost_live_stream_is_reopened(r, redis_url, tmp_path):
     assert producer.stats["source_reopens"] >= 1
     frames = [m for m in _entries(r, "cam-http") if isinstance(m, Frame)]
     assert [f.seq for f in frames] == list(range(200))
+
+
+def test_a_restarted_producer_continues_its_camera(r, redis_url):
+    """Epochs: a second start continues seq after the last published one (a stage drops a
+    seq that is not after its last), and the camera's epoch counts the starts."""
+    video = str(shared_path("data", "urfd", "fall-01-cam0.mp4"))
+    settings = load_settings(redis_url=redis_url, mode="replay", replay_max_lag=1000)
+    cam = make_camera(id="cam-e", source=video, width=80)
+    first, second = Producer(settings, cam), Producer(settings, cam)
+    assert first.run(max_frames=5) == 0 and second.run(max_frames=4) == 0
+    msgs = _entries(r, "cam-e")
+    assert [m.seq for m in msgs if isinstance(m, Frame)] == list(range(9))
+    assert [m.seq for m in msgs if isinstance(m, EndOfStream)] == [5, 9]
+    assert (first.epoch, second.epoch) == (1, 2)
+    assert int(r.hget(keys.producer_key("cam-e"), "epoch")) == 2
+    # with the key gone (`up` starts a camera afresh) seq starts at 0 again
+    r.delete(keys.producer_key("cam-e"), keys.frames_stream("cam-e"))
+    assert Producer(settings, cam).run(max_frames=2) == 0
+    assert [m.seq for m in _entries(r, "cam-e")] == [0, 1, 2]

@@ -51,7 +51,8 @@ def test_event_round_trip_and_deterministic_id():
     assert other.id != ev.id
 
 
-GOOD_FRAME = {"v": "1", "kind": "frame", "camera": "c", "seq": "1", "ts": "1.0", "w": "4", "h": "4", "jpeg": JPEG}
+GOOD_FRAME = {"v": "1", "kind": "frame", "camera": "c", "seq": "1", "ts": "1.0", "w": "4", "h": "4",
+              "jpeg": JPEG}
 
 
 @pytest.mark.parametrize("change, error", [

@@ -14,13 +14,15 @@ fields = st.dictionaries(st.one_of(field_names, field_names.map(str.encode)), va
 # messages that are almost right: one valid map with a field replaced
 frame_like = st.fixed_dictionaries({"v": st.just("1"), "kind": st.sampled_from(["frame", "eos", "?"]),
                                     "camera": st.text(max_size=8), "seq": values, "ts": values,
-                                    "w": values, "h": values, "jpeg": st.binary(max_size=32).map(lambda b: b"\xff\xd8" + b)})
+                                    "w": values, "h": values,
+                                    "jpeg": st.binary(max_size=32).map(lambda b: b"\xff\xd8" + b)})
 skel_like = st.fixed_dictionaries({"v": st.just("1"), "kind": st.sampled_from(["skeletons", "eos"]),
                                    "camera": st.text(max_size=8), "seq": values, "ts": values, "w": values,
                                    "h": values, "model": st.text(max_size=8),
                                    "people": st.one_of(values, st.lists(st.dictionaries(
                                        st.sampled_from(["kp", "box", "score", "id"]),
-                                       st.one_of(st.lists(st.floats(), max_size=60), st.floats(), st.text(max_size=4))),
+                                       st.one_of(st.lists(st.floats(), max_size=60), st.floats(),
+                                                 st.text(max_size=4))),
                                        max_size=3).map(lambda x: __import__("json").dumps(x)))})
 json_like = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
                          lambda inner: st.one_of(st.lists(inner, max_size=4),
@@ -48,7 +50,8 @@ def test_skeleton_decoder(message):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=200), st.text(max_size=200), json_like.map(lambda x: __import__("json").dumps(x))))
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200),
+                 json_like.map(lambda x: __import__("json").dumps(x))))
 def test_event_decoder(raw):
     _decodes_or_rejects(codec.decode_event, raw)
 

@@ -13,7 +13,7 @@ def test_env_prefix(monkeypatch):
 
 def test_bad_env_names_the_field(monkeypatch):
     monkeypatch.setenv("ACTIONSTREAM_STRIDE", "0")
-    with pytest.raises(SettingsError, match="stride"):
+    with pytest.raises(SettingsError, match="ACTIONSTREAM_STRIDE=.0.: Input should be greater"):
         load_settings()
 
 

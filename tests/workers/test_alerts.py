@@ -69,7 +69,7 @@ def celery_worker(r, redis_url, tmp_path):
     log = tmp_path / "worker.log"
     env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url, ACTIONSTREAM_LOG_LEVEL="INFO")
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "alerts-worker",
+        proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "alerts-worker",
                                  "--concurrency", "1"], cwd=ROOT, env=env,
                                 stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
     yield proc, log
@@ -157,10 +157,82 @@ def test_the_worker_refuses_pickle_and_goes_on(r, redis_url, hooks, celery_worke
 
 @pytest.mark.parametrize("webhook,rc", [("ftp://example/x", 2), ("http://127.0.0.1:9/x", 0)])
 def test_alerts_cli(r, redis_url, webhook, rc, capsys):
-    from shared.cli import main
+    from workers.cli import main
 
     assert main(["alerts", "--redis", redis_url, "--webhook", webhook, "--burst"]) == rc
     if rc:
         assert "not an http(s) URL" in capsys.readouterr().err
     else:  # nothing waiting: the group exists and nothing was queued
         assert r.xinfo_groups(keys.EVENTS_STREAM)[0]["name"] == alerts.ALERTS_GROUP.encode()
+
+
+def _crashed_consumer_holds(r, consumer: str, evs) -> None:
+    """``consumer`` read ``evs`` from the events stream and died before acking them."""
+    from shared.redisio import ensure_group
+
+    for ev in evs:
+        r.xadd(keys.EVENTS_STREAM, {"event": codec.encode_event(ev)})
+    ensure_group(r, keys.EVENTS_STREAM, alerts.ALERTS_GROUP)
+    r.xreadgroup(alerts.ALERTS_GROUP, consumer, {keys.EVENTS_STREAM: ">"})
+    assert r.xpending(keys.EVENTS_STREAM, alerts.ALERTS_GROUP)["pending"] == len(evs)
+
+
+@pytest.mark.parametrize("crashed,claim_idle_ms", [
+    ("alerts-1", 3_600_000),  # the same stable name: a restart reads its own pending events
+    ("pod-7", 50),            # another pod's name: claimed once idle for claim_idle_ms
+])
+def test_a_restarted_forwarder_picks_up_the_crashed_ones_pending_events(r, redis_url, crashed,
+                                                                       claim_idle_ms):
+    evs = [event(1), event(2)]
+    _crashed_consumer_holds(r, crashed, evs)
+    end = time.monotonic() + 30  # a hang guard: wait until the events count as stale
+    while min(p["time_since_delivered"] for p in r.xpending_range(
+            keys.EVENTS_STREAM, alerts.ALERTS_GROUP, "-", "+", 10)) <= claim_idle_ms < 60_000:
+        assert time.monotonic() < end
+        time.sleep(0.01)
+    app = alerts.make_app(Settings(redis_url=redis_url))
+    fwd = alerts.AlertForwarder(r, app, ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"],
+                                consumer="alerts-1", block_ms=50, claim_idle_ms=claim_idle_ms)
+    assert fwd.run(burst=True) == 4 and fwd.metrics["events"] == 2
+    assert fwd.metrics["claimed"] == (2 if crashed != "alerts-1" else 0)
+    assert r.xpending(keys.EVENTS_STREAM, alerts.ALERTS_GROUP)["pending"] == 0
+    assert r.llen(alerts.QUEUE) == 4  # the delivery tasks are on the Celery queue
+
+
+def test_the_default_consumer_name_is_stable(r, redis_url):
+    settings = Settings(redis_url=redis_url)
+    assert alerts.run_alerts(settings, ["http://127.0.0.1:9/x"], burst=True) == 0
+    (consumer,) = r.xinfo_consumers(keys.EVENTS_STREAM, alerts.ALERTS_GROUP)
+    assert consumer["name"].decode() == settings.alerts_consumer == "alerts-1"
+
+
+def test_the_forwarder_reconnects_after_a_redis_restart(tmp_path):
+    """Redis goes away and comes back (empty): the forwarder backs off, makes its group
+    again and forwards what arrives after."""
+    import redis as redis_lib
+
+    from shared.redis_server import RedisServer
+
+    server = RedisServer().start()
+    try:
+        client = redis_lib.Redis.from_url(server.url, socket_timeout=2)
+        app = alerts.make_app(Settings(redis_url=server.url))
+        fwd = alerts.AlertForwarder(client, app, ["http://127.0.0.1:9/x"], block_ms=50)
+        thread = threading.Thread(target=fwd.run, daemon=True)
+        thread.start()
+        port = server.port
+        server.stop()
+        end = time.monotonic() + 30  # hang guards, not speed measurements
+        while fwd.metrics["reconnects"] == 0:
+            assert time.monotonic() < end
+            time.sleep(0.01)
+        server = RedisServer(port=port).start()
+        client.xadd(keys.EVENTS_STREAM, {"event": codec.encode_event(event(3))})
+        while fwd.metrics["events"] < 1:
+            assert time.monotonic() < end, fwd.metrics
+            time.sleep(0.01)
+        fwd.request_stop()
+        thread.join(30)
+        assert client.xpending(keys.EVENTS_STREAM, alerts.ALERTS_GROUP)["pending"] == 0
+    finally:
+        server.cleanup()

@@ -30,7 +30,9 @@ class ModelCard:
     num_person: int = 2  # M
     dynamic_t: bool = True  # the ONNX accepts any T that is a multiple of 4
     vote_last: int = 0  # output positions (of T/4) summed for the label; 0 = all
-    normalisation: str = "stgcn"  # x/width - 0.5, y/height - 0.5, conf; missing joints 0
+    # "stgcn": x/width - 0.5, y/height - 0.5, conf, missing joints 0 (the windows as they are);
+    # "body": those centred and scaled by the track's body (workers.action.classifier)
+    normalisation: str = "stgcn"
     input_name: str = "data"
     outputs: tuple[str, ...] = ("logits", "scores")
     training_data: str = ""

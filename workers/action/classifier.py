@@ -43,6 +43,16 @@ SCORES_OUTPUT = "scores"
 # 64: 4 calls / 3296 frames, no faster within the noise; all padded to 300: 1 call / 4800
 # frames, 2.76 s. Coarser buckets pay off only where calls are expensive (a GPU): tune it.
 DEFAULT_BUCKET = 4
+# Window normalisations a card may name (field ``normalisation``):
+# "stgcn": the windows as they come (x/width - 0.5, y/height - 0.5, confidence), i.e. frame
+#   coordinates: the model sees where in the picture, and how big, the person is;
+# "body": each window brought back to square pixels (x scaled by width/height), then centred
+#   on its track's mean joint position over the window and divided by the track's body size
+#   (median over the window of the diagonal of the box around its seen joints), so a room,
+#   a camera's distance, framing or aspect cannot be learnt; motion within the window stays.
+NORMALISATIONS = ("stgcn", "body")
+BODY_CLIP = 6.0  # body units; far-away other people are clipped to this
+MIN_BODY = 0.02  # body size floor, in frame heights (one or two joints seen)
 
 
 class ActionClassifier:
@@ -69,9 +79,9 @@ class ActionClassifier:
         if layout is not None and self.card.layout != layout:
             raise ModelError(f"{model_path}: card layout {self.card.layout!r}, but the windows "
                              f"fed to it are {layout!r}")
-        if self.card.normalisation != "stgcn":
+        if self.card.normalisation not in NORMALISATIONS:
             raise ModelError(f"{model_path}: card normalisation {self.card.normalisation!r} is not "
-                             "supported (windows are normalised the 'stgcn' way)")
+                             f"supported (one of {', '.join(NORMALISATIONS)})")
         self.session = create_session(model_path, providers=providers, threads=threads)
         self._check_io()
         self._probe()
@@ -142,15 +152,19 @@ class ActionClassifier:
             return self.card.window
         return min(round_up(frames, self.bucket), round_up(max(frames, self.card.window)))
 
-    def classify(self, batch: np.ndarray, lengths: Optional[Sequence[int]] = None) -> np.ndarray:
+    def classify(self, batch: np.ndarray, lengths: Optional[Sequence[int]] = None,
+                 sizes: Optional[Sequence[tuple[int, int]]] = None) -> np.ndarray:
         """Label probabilities float32 ``(N, classes)`` for windows ``(N, 3, T, V, M)``.
 
         ``lengths``: each row's valid frames (zero padding follows them); None infers them
-        as the rows' last non-zero frame. One model call per T bucket (a fixed-T model: one
-        call, every row padded to the card's window).
+        as the rows' last non-zero frame. ``sizes``: each row's frame (width, height), for
+        the card's ``body`` normalisation (None: square frames); ignored by ``stgcn``
+        cards. One model call per T bucket (a fixed-T model: one call, every row padded to
+        the card's window).
         """
         batch = self._check_batch(batch)
         lengths = self._lengths(batch, lengths)
+        batch = preprocess(batch, lengths, sizes, self.card.normalisation)
         groups: dict[int, list[int]] = {}
         for i, n in enumerate(lengths):
             groups.setdefault(self.t_for(int(n)), []).append(i)
@@ -161,15 +175,19 @@ class ActionClassifier:
             probs[rows] = softmax(vote(scores, lengths[rows], self.card.vote_last))
         return probs
 
-    def predict(self, batch: np.ndarray,
-                lengths: Optional[Sequence[int]] = None) -> tuple[np.ndarray, list[str]]:
+    def predict(self, batch: np.ndarray, lengths: Optional[Sequence[int]] = None,
+                sizes: Optional[Sequence[tuple[int, int]]] = None) -> tuple[np.ndarray, list[str]]:
         """:meth:`classify`, plus each row's arg-max label."""
-        probs = self.classify(batch, lengths)
+        probs = self.classify(batch, lengths, sizes)
         return probs, [self.card.labels[int(i)] for i in probs.argmax(axis=1)]
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        """The batch as the model takes it; windows with more person slots than the card's
+        M keep the first M (slot 0 is the track itself, then the nearest others)."""
         batch = np.asarray(batch, dtype=np.float32)
         want = (CHANNELS, self.num_joints, self.card.num_person)
+        if batch.ndim == 5 and batch.shape[4] > want[2]:
+            batch = batch[..., : want[2]]
         if batch.ndim != 5 or (batch.shape[1], batch.shape[3], batch.shape[4]) != want or \
                 batch.shape[0] == 0 or batch.shape[2] == 0:
             raise ValueError(f"windows must have shape (N, {want[0]}, T, {want[1]}, {want[2]}) "
@@ -223,3 +241,52 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+# -- normalisation -------------------------------------------------------------------------
+def preprocess(batch: np.ndarray, lengths: Optional[Sequence[int]], sizes, normalisation: str) -> np.ndarray:
+    """Windows ``(N, 3, T, V, M)`` (the action worker's form) as the card's ``normalisation``
+    wants them: ``stgcn`` unchanged, ``body`` :func:`body_normalise`."""
+    if normalisation == "stgcn":
+        return batch
+    if normalisation == "body":
+        return body_normalise(batch, lengths, sizes)
+    raise ValueError(f"unknown normalisation {normalisation!r} (one of {', '.join(NORMALISATIONS)})")
+
+
+def body_normalise(batch: np.ndarray, lengths: Optional[Sequence[int]] = None,
+                   sizes: Optional[Sequence[tuple[int, int]]] = None) -> np.ndarray:
+    """A body-normalised copy of windows ``(N, 3, T, V, M)``: per row, x, y of every seen
+    joint (confidence > 0) of every slot -> (p - c) / s, where p is in frame heights (x
+    times width/height, from ``sizes``; None: square), c the mean of slot 0's seen joints
+    over the row's first ``lengths`` frames, s slot 0's body size (:data:`NORMALISATIONS`),
+    clipped to +-:data:`BODY_CLIP`. Unseen joints and padding stay 0; confidence is kept."""
+    x = np.array(batch, dtype=np.float32, copy=True)
+    n, _, t = x.shape[:3]
+    lengths = np.full(n, t) if lengths is None else np.asarray(lengths).reshape(-1)
+    aspect = np.ones(n) if sizes is None else np.array([w / h for w, h in sizes], dtype=np.float64)
+    if aspect.shape != (n,) or not (aspect > 0).all():
+        raise ValueError(f"sizes must be N={n} positive (width, height) pairs")
+    for i in range(n):
+        x[i] = _body_row(x[i], int(lengths[i]), float(aspect[i]))
+    return x
+
+
+def _body_row(w: np.ndarray, length: int, aspect: float) -> np.ndarray:
+    """One window ``(3, T, V, M)``, see :func:`body_normalise`."""
+    seen = w[2] > 0  # (T, V, M)
+    seen[length:] = False
+    xy = np.stack([(w[0].astype(np.float64) + 0.5) * aspect, w[1].astype(np.float64) + 0.5])
+    own = seen[:, :, 0]
+    if not own.any():  # no track in the window: nothing to centre on
+        w[0:2] = 0.0
+        return w
+    centre = xy[:, :, :, 0][:, own].mean(axis=1)  # (2,)
+    diag = []
+    for f in np.flatnonzero(own.sum(axis=1) >= 2):
+        pts = xy[:, f, own[f], 0]
+        diag.append(float(np.hypot(*(pts.max(axis=1) - pts.min(axis=1)))))
+    scale = max(float(np.median(diag)) if diag else 0.0, MIN_BODY)
+    out = np.clip((xy - centre[:, None, None, None]) / scale, -BODY_CLIP, BODY_CLIP)
+    w[0:2] = np.where(seen[None], out, 0.0).astype(np.float32)
+    return w

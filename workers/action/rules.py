@@ -4,6 +4,12 @@ A :class:`Rule` fires for a track when its label's probability reaches ``thresho
 ``consecutive`` consecutive classifications of that track; after an event, the same
 (camera, track, label) stays quiet for ``cooldown_s`` seconds of *source* time (the
 windows' ``ts_end``), so a replay decides exactly as the live run did.
+
+Derived labels (:data:`DERIVED_LABELS`) are not the model's: ``fallen`` is raised by the
+still-down watch (:mod:`workers.action.still_down`) through :meth:`Rules.derived`, with the
+same streak and cooldown bookkeeping as a model label (its event's ``label_index`` is -1).
+:meth:`Rules.state` / :meth:`Rules.load` carry a camera's streaks and last event times
+to the worker that takes the camera over.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from workers.action.window import WindowRef
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALERT_LABELS = ("falling",)
+DEFAULT_ALERT_LABELS = ("falling", "fallen")
+DERIVED_LABELS = {"fallen": "falling"}  # label -> the model label that arms it
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,22 @@ class Rule:
             raise ValueError(f"rule {self.label!r}: consecutive {self.consecutive} must be >= 1")
         if not self.cooldown_s >= 0:
             raise ValueError(f"rule {self.label!r}: cooldown_s {self.cooldown_s} must be >= 0")
+
+
+@dataclass(frozen=True)
+class _Span:
+    """What a rule needs of a window (or of a derived decision)."""
+
+    camera: str
+    track_id: int
+    frame_start: int
+    frame_end: int
+    ts_start: float
+    ts_end: float
+
+    @classmethod
+    def of(cls, ref: WindowRef) -> "_Span":
+        return cls(ref.camera, ref.track_id, ref.frame_start, ref.frame_end, ref.ts_start, ref.ts_end)
 
 
 @dataclass
@@ -70,10 +93,12 @@ class Rules:
             raise ValueError(f"{probs.shape[0]} probabilities for {len(labels)} labels")
         events = []
         for rule in self.rules:
+            if rule.label in DERIVED_LABELS:
+                continue
             index = self._index(rule.label, labels)
             if index is None:
                 continue
-            event = self._apply(rule, ref, index, float(probs[index]), model_name)
+            event = self._apply(rule, _Span.of(ref), index, float(probs[index]), model_name)
             if event is not None:
                 events.append(event)
         return events
@@ -87,7 +112,20 @@ class Rules:
                 log.warning("rule label %r is not among the model's labels %s", label, list(labels))
             return None
 
-    def _apply(self, rule: Rule, ref: WindowRef, index: int, score: float,
+    def rule_for(self, label: str) -> Optional[Rule]:
+        return next((r for r in self.rules if r.label == label), None)
+
+    def derived(self, label: str, camera: str, track_id: int, score: float, frame_start: int,
+                frame_end: int, ts_start: float, ts_end: float, model_name: str) -> Optional[Event]:
+        """The event a derived label (``fallen``) raises now, if its rule lets it."""
+        rule = self.rule_for(label)
+        if rule is None:
+            return None
+        span = _Span(camera, int(track_id), int(frame_start), int(frame_end), float(ts_start),
+                     float(ts_end))
+        return self._apply(rule, span, -1, float(score), model_name)
+
+    def _apply(self, rule: Rule, ref: "_Span", index: int, score: float,
                model_name: str) -> Optional[Event]:
         key = (ref.camera, ref.track_id, rule.label)
         state = self._state.get(key)
@@ -119,6 +157,19 @@ class Rules:
         for key in [k for k in self._state if k[0] == camera]:
             del self._state[key]
 
+    def state(self, camera: str) -> dict:
+        """One camera's rule state, JSON-able: ``{"track|label": [streak, last_event_ts]}``."""
+        return {f"{t}|{label}": [s.streak, s.last_event_ts]
+                for (c, t, label), s in self._state.items() if c == camera}
+
+    def load(self, camera: str, state: dict) -> None:
+        """Replace one camera's rule state by :meth:`state` of another worker."""
+        self.forget_camera(camera)
+        for key, (streak, last) in state.items():
+            track, _, label = key.partition("|")
+            self._state[(camera, int(track), label)] = _State(int(streak),
+                                                               None if last is None else float(last))
+
     def __len__(self) -> int:
         """The number of (camera, track, label) states held."""
         return len(self._state)
@@ -128,9 +179,27 @@ def default_rules(labels: Iterable[str], alert: Iterable[str] = DEFAULT_ALERT_LA
                   threshold: float = 0.5, consecutive: int = 1, cooldown_s: float = 10.0,
                   clock: Callable[[], float] = time.time) -> Rules:
     """One rule per label of ``alert`` that the model has (the others are logged)."""
+    return Rules(rules_for(labels, alert, threshold, consecutive, cooldown_s), clock=clock)
+
+
+def rules_for(labels: Iterable[str], alert: Iterable[str], threshold: float, consecutive: int,
+              cooldown_s: float) -> list[Rule]:
+    """One rule per label of ``alert`` that the model has, or that is derived from one it
+    has (``fallen`` from ``falling``: threshold 0, one decision); the others are logged."""
     labels = list(labels)
-    wanted = [x for x in dict.fromkeys(alert) if x in labels]
-    missing = [x for x in dict.fromkeys(alert) if x not in labels]
+    alert = list(dict.fromkeys(alert))
+    rules, missing = [], []
+    for x in alert:
+        if x in labels:
+            rules.append(Rule(x, threshold, consecutive, cooldown_s))
+        elif DERIVED_LABELS.get(x) in labels:
+            rules.append(Rule(x, 0.0, 1, cooldown_s))
+            if DERIVED_LABELS[x] not in alert:
+                log.warning("alert label %r follows %r events, which are not among the alert "
+                            "labels %s: it will never be raised", x, DERIVED_LABELS[x], alert)
+        else:
+            missing.append(x)
     if missing:
-        log.warning("alert labels %s are not among the model's labels %s", missing, labels)
-    return Rules([Rule(x, threshold, consecutive, cooldown_s) for x in wanted], clock=clock)
+        log.warning("alert labels %s are not among the model's labels %s (nor derived from "
+                    "them)", missing, labels)
+    return rules

@@ -1,9 +1,14 @@
 """The action stage: skeletons in, action events out.
 
-Per camera a :class:`CameraWindows` keeps each track's last ``window`` frames; after a
-batch of skeleton entries, every window that is due — across all cameras — goes through
-the classifier in one call, the rules turn scores into events, and each event is written
-once (a SET NX guard on its deterministic id) to the events stream and the pub/sub channel.
+The pure part is :class:`~workers.action.core.ActionCore` (windows on the card's time grid,
+one classifier call per batch, rules, the still-down watch). After each batch the worker
+writes every classified window's top label to the camera's scores stream, each event once
+(a SET NX guard on its deterministic id) to the events stream and the pub/sub channel, and
+each touched camera's state (window phase, rule state; :meth:`ActionCore.state`) under
+``keys.action_state_key(camera)`` together with the batch's acks. A worker taking a camera
+over rebuilds its windows from the processed tail of the skeleton stream and applies that
+state, so it continues exactly where the previous owner stopped: the same windows, the same
+event ids.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from shared.schemas import EndOfStream, Event, Skeletons
 from shared.settings import Settings
 from shared.worker import Entry, Outcome, Output, StageWorker
 from workers.action.classifier import ActionClassifier
-from workers.action.rules import Rule, Rules
-from workers.action.window import CameraWindows, stack_windows
+from workers.action.core import ActionCore, select_tail
+from workers.action.rules import Rules, rules_for
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +44,10 @@ return 0
 
 
 def rules_from_settings(settings: Settings, labels) -> Rules:
-    wanted = [label for label in settings.alert_labels if label in labels]
-    missing = sorted(set(settings.alert_labels) - set(wanted))
-    if missing:
-        log.warning("alert labels %s are not among the model's labels %s", missing, list(labels))
-    return Rules([Rule(label, settings.alert_threshold, settings.alert_consecutive,
-                       settings.alert_cooldown_s) for label in wanted])
+    """The alert rules of ``settings`` for a model with ``labels`` (``fallen`` where the
+    model has ``falling``)."""
+    return Rules(rules_for(labels, settings.alert_labels, settings.alert_threshold,
+                           settings.alert_consecutive, settings.alert_cooldown_s))
 
 
 class ActionWorker(StageWorker):
@@ -56,105 +59,127 @@ class ActionWorker(StageWorker):
         super().__init__(settings, cameras, worker_id, clock)
         self.classifier = classifier
         self.rules = rules
-        self.windows: dict[str, CameraWindows] = {}
+        self.core = ActionCore(classifier, rules, stride=settings.stride,
+                               min_frames=settings.min_frames,
+                               fallen_after_s=settings.fallen_after_s)
         self.pending_events: list[Event] = []
         self.metrics.update(skeletons=0, windows=0, classify_calls=0, classify_s=0.0,
                             events=0, duplicates=0)
         self._write_event = None
+        self._attempted: set[str] = set()
         self._last_report = time.monotonic()
 
-    def _new_windows(self, camera: str) -> CameraWindows:
-        card = self.classifier.card
-        return CameraWindows(camera=camera, window=card.window, stride=self.settings.stride,
-                             num_person=card.num_person, min_frames=self.settings.min_frames)
+    @property
+    def windows(self):
+        return self.core.windows
 
     def on_acquired(self, camera: str) -> None:
-        """Rebuild the camera's windows from the skeletons already processed (a takeover),
-        so no window is lost; those windows were classified by the previous owner."""
-        windows = self._new_windows(camera)
-        tail = processed_tail(self.r, keys.skeletons_stream(camera), self.stage,
-                              self.classifier.card.window)
-        for _, fields in tail:
-            try:
-                msg = codec.decode_skeletons(fields)
-            except DecodeError:
-                continue
-            if isinstance(msg, Skeletons):
-                windows.push(msg)
-                windows.due()  # classified before: advance the stride bookkeeping only
-        windows.ended()
-        if tail:
-            log.info("camera %s: windows rebuilt from %d processed skeleton entries", camera, len(tail))
-        self.windows[camera] = windows
+        """Continue the camera where its last owner stopped: windows rebuilt from the
+        processed tail of its skeleton stream, then the owner's stored state applied."""
+        state = self.r.get(keys.action_state_key(camera))
+        tail = self._tail(camera, self.core.tail_seconds())
+        self.core.rebuild(camera, tail, state)
+        if tail or state is not None:
+            log.info("camera %s: windows rebuilt from %d processed skeleton entries (%s)", camera,
+                     len(tail), "with the stored state" if state is not None else "no stored state")
+
+    def _tail(self, camera: str, seconds: float) -> list:
+        """The processed messages of the camera's skeleton stream covering ``seconds``."""
+        stream, count = keys.skeletons_stream(camera), 2 * self.classifier.card.window
+        while True:
+            raw = processed_tail(self.r, stream, self.stage, count)
+            msgs = []
+            for _, fields in raw:
+                try:
+                    msgs.append(codec.decode_skeletons(fields))
+                except DecodeError:
+                    continue
+            tail = select_tail(msgs, seconds)
+            if len(raw) < count or len(tail) < len(msgs):
+                return tail
+            count *= 2
 
     def on_released(self, camera: str) -> None:
-        self.windows.pop(camera, None)
-        self.rules.forget_camera(camera)
+        self.core.forget_camera(camera)
 
     def handle(self, entries: list[Entry]) -> Outcome:
         out = Outcome()
-        refs = []
+        msgs = []
         for entry in entries:
             try:
                 msg = entry.decode(codec.decode_skeletons)
             except DecodeError as exc:
                 out.dead.append((entry, f"undecodable skeletons: {exc}"))
                 continue
-            windows = self.windows.get(entry.camera)
-            if windows is None:
-                windows = self.windows[entry.camera] = self._new_windows(entry.camera)
-            if isinstance(msg, EndOfStream):
-                refs.extend(windows.flush())  # classify what the last stride left over
-                out.finished[msg.camera] = msg.seq
-            else:
-                windows.push(msg)
-                refs.extend(windows.due())
-                self.metrics["skeletons"] += 1
-                for track_id in windows.ended():
-                    self.rules.forget(entry.camera, track_id)
+            msgs.append(msg)
             out.done.append(entry)
-        if refs:
-            self.pending_events.extend(self._classify(refs, out))
+            if isinstance(msg, EndOfStream):
+                out.finished[msg.camera] = msg.seq
+            elif isinstance(msg, Skeletons):
+                self.metrics["skeletons"] += 1
+        t0 = time.perf_counter()
+        try:
+            result = self.core.process(msgs)
+        except Exception:
+            self._restore({m.camera for m in msgs})  # the batch is retried (or bisected)
+            raise
+        if result.refs:
+            self._count(result, time.perf_counter() - t0)
+            self._scores(result, out)
+        self.pending_events.extend(result.events)
+        for camera in result.cameras:
+            out.sets[keys.action_state_key(camera)] = self.core.state(camera)
         return out
 
-    def _classify(self, refs, out: Outcome) -> list[Event]:
-        batch = stack_windows(refs)  # one call for every due window of every camera
-        t0 = time.perf_counter()
-        probs = self.classifier.classify(batch, lengths=[ref.frames for ref in refs])
-        self.metrics["classify_s"] += time.perf_counter() - t0
+    def _restore(self, cameras: set[str]) -> None:
+        """Back to the state of the last written batch for ``cameras`` (from Redis)."""
+        for camera in sorted(cameras & self.owned):
+            self.on_acquired(camera)
+
+    def _count(self, result, seconds: float) -> None:
+        self.metrics["classify_s"] += seconds
         self.metrics["classify_calls"] += 1
-        self.metrics["windows"] += len(refs)
-        card = self.classifier.card
-        events = []
-        for ref, p in zip(refs, probs):
-            events.extend(self.rules.decide(ref, p, card.labels, card.name))
+        self.metrics["windows"] += len(result.refs)
+        self._report()
+
+    def _scores(self, result, out: Outcome) -> None:
+        labels = self.classifier.card.labels
+        for ref, p in zip(result.refs, result.probs):
             top = int(np.argmax(p))
             out.outputs.append(Output(keys.scores_stream(ref.camera), {
                 "track_id": ref.track_id, "frame_start": ref.frame_start, "frame_end": ref.frame_end,
-                "label": card.labels[top], "score": f"{float(p[top]):.4f}"}, self.settings.skeleton_maxlen))
-        self._report()
-        return events
+                "label": labels[top], "score": f"{float(p[top]):.4f}"}, self.settings.skeleton_maxlen))
 
     def write(self, outcome: Outcome) -> None:
-        """Events first (guarded, idempotent), then outputs, dead letters and acks."""
+        """Events first (guarded, idempotent), then the fenced outputs, state and acks. A
+        camera whose write did not land (fenced, an error) is rebuilt from Redis, so its
+        retried entries are processed again from the state last written."""
         if self._write_event is None:
             self._write_event = self.r.register_script(_WRITE_EVENT)
         for event in self.pending_events:
-            raw = codec.encode_event(event)
-            wrote = self._write_event(
-                keys=[keys.event_guard_key(event.id), keys.EVENTS_STREAM],
-                args=[EVENT_GUARD_TTL_S, raw, keys.EVENTS_CHANNEL, self.settings.events_maxlen])
-            if wrote:
-                self.metrics["events"] += 1
-                log.info("camera %s track %d: %s %.2f (frames %d-%d) event %s", event.camera,
-                         event.track_id, event.label, event.score, event.frame_start,
-                         event.frame_end, event.id)
-            else:
-                self.metrics["duplicates"] += 1
-                log.info("camera %s track %d: event %s was already written; not repeated",
-                         event.camera, event.track_id, event.id)
+            self._emit(event)
+        self.pending_events = []  # written: a retried batch makes the same ids (guarded)
+        self._attempted = outcome.cameras()
         super().write(outcome)
-        self.pending_events = []  # kept until written: a lost connection retries them
+
+    def after_write(self, outcome: Outcome) -> None:
+        failed, self._attempted = self._attempted - outcome.cameras(), set()
+        self._restore(failed)
+
+    def _emit(self, event: Event) -> None:
+        raw = codec.encode_event(event)
+        wrote = self._write_event(
+            keys=[keys.event_guard_key(event.id), keys.EVENTS_STREAM],
+            args=[EVENT_GUARD_TTL_S, raw, keys.EVENTS_CHANNEL, self.settings.events_maxlen])
+        if wrote:
+            self.metrics["events"] += 1
+            log.info("camera %s track %d: %s %.2f (frames %d-%d) event %s", event.camera,
+                     event.track_id, event.label, event.score, event.frame_start,
+                     event.frame_end, event.id)
+        else:
+            self.metrics["duplicates"] += 1
+            log.info("camera %s track %d: event %s was already written; not repeated",
+                     event.camera, event.track_id, event.id)
 
     def _report(self) -> None:
         now = time.monotonic()
@@ -166,4 +191,3 @@ class ActionWorker(StageWorker):
                  "%.1f ms/window), %d events", self.worker_id, m["skeletons"], m["windows"],
                  m["classify_calls"], m["windows"] / max(1, m["classify_calls"]),
                  1000 * m["classify_s"] / max(1, m["windows"]), m["events"])
-

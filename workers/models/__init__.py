@@ -3,4 +3,6 @@
 Nothing here is imported by the workers at run time; conversion runs in its own virtualenv.
 """
 
-MODEL_NAMES = ("mobilenet_thin", "movenet")
+from shared.posemodels import POSE_MODEL_NAMES
+
+MODEL_NAMES = tuple(sorted(POSE_MODEL_NAMES))  # every pose model can be fetched

@@ -190,7 +190,8 @@ class ConvertEnv:
             return False
         constraints = self.root / "constraints.txt"
         constraints.write_text("\n".join(CONSTRAINTS.split()) + "\n", encoding="utf-8")
-        self.pip_install(["-c", str(constraints), *TOOL_PINS], "the conversion tools (" + " ".join(TOOL_PINS) + ")")
+        self.pip_install(["-c", str(constraints), *TOOL_PINS],
+                         "the conversion tools (" + " ".join(TOOL_PINS) + ")")
         (self.root / MARKER).write_text(self._wanted_marker(), encoding="utf-8")
         return True
 

@@ -16,6 +16,8 @@ from email.parser import Parser
 from pathlib import Path
 from typing import Union
 
+from shared.posemodels import POSE_MODELS
+
 log = logging.getLogger(__name__)
 
 Container = Union[Path, bytes]
@@ -140,6 +142,8 @@ MODELS: dict[str, ModelSpec] = {
                    "bf1a0693d7d1d90725fff8c5af860fc9c84faa8e5adc8edf7b9c99958991c43a"),
     )),
 }
+assert {n: s.conversions[0].output for n, s in MODELS.items()} == {
+    m.name: m.filename for m in POSE_MODELS}, "shared.posemodels and the fetch table disagree"
 
 
 def sha256_of(data: Container) -> str:
@@ -153,7 +157,8 @@ def sha256_of(data: Container) -> str:
 
 
 def check_sha256(data: Container, expected: str, what: str) -> None:
-    """Raise :class:`HashMismatch` naming ``what`` unless ``data`` (a file or bytes) hashes to ``expected``."""
+    """Raise :class:`HashMismatch` naming ``what`` unless ``data`` (a file or bytes) hashes to
+    ``expected``."""
     got = sha256_of(data)
     if got != expected:
         raise HashMismatch(

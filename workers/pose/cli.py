@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from shared.posemodels import POSE_MODELS
+
 log = logging.getLogger(__name__)
 
-MODEL_FILES = {"movenet": "movenet_multipose.onnx", "mobilenet_thin": "mobilenet_thin.onnx"}
+MODEL_FILES = {m.name: m.filename for m in POSE_MODELS}
 
 
 def _shared_dir() -> Optional[Path]:
@@ -36,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("eval", help="COCO keypoint AP (OKS) and per-frame time of the pose models")
-    e.add_argument("--models", default="movenet,mobilenet_thin",
-                   help="comma list of movenet / mobilenet_thin, or KIND=PATH.onnx for another file")
+    e.add_argument("--models", default=",".join(MODEL_FILES),
+                   help=f"comma list of {' / '.join(MODEL_FILES)}, or KIND=PATH.onnx for another file")
     e.add_argument("--datasets", default="coco,crowdpose,ochuman,posetrack18")
     e.add_argument("--gt-dir", type=Path, help="pose_gt directory (default ../shared/data/pose_gt)")
     e.add_argument("--gt-json", type=Path, help="evaluate on this COCO-17 JSON instead of --datasets")

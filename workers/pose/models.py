@@ -14,6 +14,7 @@ from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from shared.posemodels import POSE_MODEL_NAMES
 from shared.skeleton import Person
 from workers.pose import movenet, openpose
 from workers.runtime import DEFAULT_PROVIDERS, ModelError, create_session
@@ -84,11 +85,12 @@ def _make_movenet(session, input_size, resize_out_ratio):
     return movenet.MoveNetModel(session, movenet.DEFAULT_INPUT_SIZE if input_size is None else input_size)
 
 
-_FACTORIES: dict[str, Callable] = {
+_FACTORIES: dict[str, Callable] = {  # the adapters of shared.posemodels' table, by name
     "mobilenet_thin": _make_mobilenet_thin,
     "movenet": _make_movenet,
 }
-POSE_MODELS = tuple(_FACTORIES)
+POSE_MODELS = POSE_MODEL_NAMES
+assert set(_FACTORIES) == set(POSE_MODEL_NAMES), "every pose model of the table needs an adapter"
 
 
 def load_pose_model(name: str, path: str | Path, providers: Sequence[str] = DEFAULT_PROVIDERS,

@@ -31,7 +31,11 @@ MULTIPLE = 32
 MAX_PEOPLE = 6
 ROW = 56  # 17 * 3 keypoint values + 4 box values + 1 score
 DEFAULT_INPUT_SIZE = 256  # longer side; the packaging library's choice
-DEFAULT_PERSON_THRESHOLD = 0.2
+# People are decoded down to the floor DEFAULT_PERSON_THRESHOLD; the tracker lets only those
+# scoring TRACK_HIGH or more start a track, weaker ones only extend one (a person lying on the
+# floor scores 0.05-0.2). Measured: tests/benchmarks/track_coverage.py (README: Benchmarks).
+DEFAULT_PERSON_THRESHOLD = 0.05
+TRACK_HIGH = 0.2
 DEFAULT_KEYPOINT_THRESHOLD = 0.1
 
 
@@ -102,6 +106,7 @@ class MoveNetModel:
     """MoveNet MultiPose on an onnxruntime session; see :meth:`infer` (one run per frame)."""
 
     name = "movenet"
+    track_thresholds = (TRACK_HIGH, DEFAULT_PERSON_THRESHOLD)  # (high, low) for the tracker
 
     def __init__(self, session, input_size: int | Sequence[int] = DEFAULT_INPUT_SIZE,
                  person_threshold: float = DEFAULT_PERSON_THRESHOLD,
@@ -109,6 +114,7 @@ class MoveNetModel:
         self.session = session
         self.input_size = check_input_size(input_size)
         self.person_threshold = float(person_threshold)
+        self.track_thresholds = (max(TRACK_HIGH, self.person_threshold), self.person_threshold)
         self.keypoint_threshold = float(keypoint_threshold)
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name

@@ -248,6 +248,11 @@ class OpenPoseModel:
     """
 
     name = "mobilenet_thin"
+    # (high, low) for the tracker, on Person.score (mean part score). Measured on URFD fall-01/13/19
+    # and walking: upright people 0.67-0.76, walkers 0.18-0.54, the fallen person 0.16-0.52,
+    # stray detections 0.14-0.17 (and 0.38-0.41 on a chair): births from 0.3, and every person
+    # the decoder finds (its own floor is ~0.14) may extend a track.
+    track_thresholds = (0.3, 0.0)
 
     def __init__(self, session, input_size: Sequence[int] = DEFAULT_INPUT_SIZE,
                  resize_out_ratio: float = DEFAULT_RESIZE_OUT_RATIO, nchw: bool = False) -> None:

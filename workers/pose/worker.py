@@ -7,6 +7,7 @@ per camera, and writes one skeleton entry per frame (frames with nobody in them 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Optional
@@ -17,7 +18,7 @@ from shared.redisio import group_lag
 from shared.schemas import EndOfStream, Frame, Skeletons
 from shared.settings import Settings
 from shared.worker import Entry, Outcome, Output, StageWorker
-from workers.pose.tracker import Tracker
+from workers.pose.tracker import Tracker, TrackerConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,28 +33,52 @@ class PoseWorker(StageWorker):
         self.model = model
         self.model_name = model_name
         self.trackers: dict[str, Tracker] = {}
+        high, low = getattr(model, "track_thresholds", (0.0, 0.0))  # the model's score scale
+        self.tracker_config = TrackerConfig(high_score=high, low_score=low)
         self.metrics.update(frames=0, skipped_stale=0, model_calls=0, model_s=0.0,
                             max_cameras_per_batch=0, max_frames_per_batch=0, batches_multi_camera=0)
         self._last_report = time.monotonic()
 
     def on_acquired(self, camera: str) -> None:
-        """Resume tracking where the camera's last skeleton entry left it (a takeover)."""
-        tracker = Tracker()
-        last = self.r.xrevrange(keys.skeletons_stream(camera), count=1)
-        next_id = int(self.r.get(keys.next_track_key(camera)) or 1)
+        """Resume tracking exactly where the last owner stopped (a takeover): from the tracker
+        state it wrote with the acks of the frame that is last in the skeleton stream, else
+        (no state, or one left from a stream since removed) from that last skeleton entry."""
         msg = None
+        last = self.r.xrevrange(keys.skeletons_stream(camera), count=1)
         if last:
             try:
                 msg = codec.decode_skeletons(last[0][1])
             except DecodeError:
                 pass
-        if isinstance(msg, Skeletons):
-            tracker.restore(msg.people, next_id)
-            log.info("camera %s: tracking resumed at frame %d with tracks %s", camera, msg.seq,
-                     [p.track_id for p in msg.people])
-        else:
-            tracker.restore((), next_id)
+        last_seq = msg.seq if isinstance(msg, Skeletons) else None
+        tracker = self._stored_tracker(camera, last_seq)
+        if tracker is None:
+            tracker = Tracker(self.tracker_config)
+            next_id = int(self.r.get(keys.next_track_key(camera)) or 1)
+            tracker.restore(msg.people if isinstance(msg, Skeletons) else (), next_id)
+            if isinstance(msg, Skeletons):
+                log.info("camera %s: tracking resumed at frame %d with tracks %s", camera, msg.seq,
+                         [p.track_id for p in msg.people])
         self.trackers[camera] = tracker
+
+    def _stored_tracker(self, camera: str, last_seq: Optional[int]) -> Optional[Tracker]:
+        """The tracker state stored with the frame ``last_seq``, or None."""
+        raw = self.r.get(keys.tracker_state_key(camera))
+        if raw is None:
+            return None
+        try:
+            stored = json.loads(raw)
+            tracker = Tracker.from_state(stored["tracker"], self.tracker_config)
+            seq = stored["seq"]
+        except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+            log.warning("camera %s: unreadable tracker state (%s); resuming from skeletons", camera, exc)
+            return None
+        if seq != last_seq:
+            log.info("camera %s: tracker state of frame %s does not match the skeleton stream (last frame "
+                     "%s); resuming from skeletons", camera, seq, last_seq)
+            return None
+        log.info("camera %s: tracking resumed from its tracker state at frame %d", camera, seq)
+        return tracker
 
     def on_released(self, camera: str) -> None:
         self.trackers.pop(camera, None)
@@ -86,7 +111,12 @@ class PoseWorker(StageWorker):
         return out
 
     def _stale(self, frame: Frame) -> bool:
-        return self.settings.mode == "live" and self.clock() - frame.ts > self.settings.max_lag_s
+        """Live: the frame waited in its stream longer than ``max_lag_s``, measured on the
+        Redis server's clock (the read's TIME minus the entry id's time), not two hosts'."""
+        if self.settings.mode != "live":
+            return False
+        age = self.entry_age_s(frame)
+        return age is not None and age > self.settings.max_lag_s
 
     def _decode_images(self, frames, out: Outcome):
         images, ok = [], []
@@ -112,7 +142,7 @@ class PoseWorker(StageWorker):
 
     def _emit(self, ok, people, out: Outcome) -> None:
         results = iter(people)
-        cams = set()
+        cams: dict[str, int] = {}  # camera -> its last frame tracked in this batch
         for entry, msg in ok:
             stream = keys.skeletons_stream(msg.camera)
             if isinstance(msg, EndOfStream):
@@ -124,16 +154,18 @@ class PoseWorker(StageWorker):
                                  tuple(tracked), self.model_name)
                 out.outputs.append(Output(stream, codec.encode_skeletons(skel),
                                           self.settings.skeleton_maxlen))
-                cams.add(msg.camera)
+                cams[msg.camera] = msg.seq
             out.done.append(entry)
-        for cam in cams:
+        for cam, seq in cams.items():
             out.sets[keys.next_track_key(cam)] = str(self.trackers[cam].next_id)
-        self._count_batch(len(people), cams)
+            state = {"seq": seq, "tracker": self.trackers[cam].to_state()}  # for a takeover (on_acquired)
+            out.sets[keys.tracker_state_key(cam)] = json.dumps(state)
+        self._count_batch(len(people), set(cams))
 
     def _track(self, camera: str, people):
         tracker = self.trackers.get(camera)
         if tracker is None:
-            tracker = self.trackers[camera] = Tracker()
+            tracker = self.trackers[camera] = Tracker(self.tracker_config)
         return tracker.update(people).people
 
     def _count_batch(self, n_frames: int, cams: set[str]) -> None:

@@ -227,3 +227,86 @@ def test_softmax_is_stable():
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(p[1], 1 / 3, atol=1e-7)
     assert np.isfinite(p).all()
+
+
+# -- body normalisation (card field 'normalisation': "body") --------------------------------
+def _frame_windows(pixels: np.ndarray, sizes) -> np.ndarray:
+    """Windows in the worker's form from keypoints in pixels ``(N, 2, T, V, M)``."""
+    x = np.zeros((pixels.shape[0], 3, *pixels.shape[2:]), np.float32)
+    for i, (w, h) in enumerate(sizes):
+        x[i, 0] = pixels[i, 0] / w - 0.5
+        x[i, 1] = pixels[i, 1] / h - 0.5
+        x[i, 2] = 0.8
+    return x
+
+
+def _people(seed=0, n=2, t=40) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    body = rng.uniform(-40, 40, (n, 2, 1, 18, 2)) + np.array([300, 200])[None, :, None, None, None]
+    return body + rng.uniform(-3, 3, (n, 2, t, 18, 2)) + np.linspace(0, 30, t)[None, None, :, None, None]
+
+
+@pytest.mark.parametrize("shift, scale", [((0, 0), 1.0), ((120, -60), 1.0), ((-80, 40), 0.5),
+                                          ((10, 10), 1.7)])
+def test_body_normalisation_ignores_where_and_how_big_the_person_is(shift, scale):
+    from workers.action.classifier import body_normalise
+
+    px = _people()
+    moved = (px - 300) * scale + 300 + np.array(shift)[None, :, None, None, None]
+    a = body_normalise(_frame_windows(px, [(640, 480)] * 2), sizes=[(640, 480)] * 2)
+    b = body_normalise(_frame_windows(moved, [(640, 480)] * 2), sizes=[(640, 480)] * 2)
+    np.testing.assert_allclose(a, b, atol=2e-4)
+    assert np.abs(a[:, :2]).max() < 6 and np.abs(a[:, :2]).max() > 0.3  # body units
+
+
+def test_body_normalisation_brings_frames_of_any_aspect_to_square_pixels():
+    from workers.action.classifier import body_normalise
+
+    px = _people()
+    a = body_normalise(_frame_windows(px, [(640, 480)] * 2), sizes=[(640, 480)] * 2)
+    b = body_normalise(_frame_windows(px, [(1280, 480)] * 2), sizes=[(1280, 480)] * 2)
+    np.testing.assert_allclose(a, b, atol=2e-4)  # the same pixels in a wider frame
+    c = body_normalise(_frame_windows(px, [(1280, 480)] * 2))  # sizes unknown: square assumed
+    assert np.abs(c - a).max() > 0.1
+
+
+def test_body_normalisation_keeps_unseen_joints_padding_and_confidence():
+    from workers.action.classifier import body_normalise
+
+    x = _frame_windows(_people(t=48), [(640, 480)] * 2)
+    x[:, :, 30:] = 0.0  # padding after 30 valid frames
+    x[0, :, :, 4, 0] = 0.0  # a joint never seen
+    x[1, :, :, :, 0] = 0.0  # no track at all in row 1
+    out = body_normalise(x, lengths=[30, 30], sizes=[(640, 480)] * 2)
+    assert not out[:, :, 30:].any() and not out[0, :, :, 4, 0].any()
+    np.testing.assert_array_equal(out[:, 2], x[:, 2])
+    assert not out[1, :2].any()
+    with pytest.raises(ValueError, match="sizes"):
+        body_normalise(x, sizes=[(640, 480)])
+
+
+def test_a_body_card_normalises_and_a_stgcn_card_does_not(stgcn_export, card_variant):
+    from workers.action.classifier import body_normalise
+
+    path = stgcn_export(seed=1, num_class=4)
+    plain = ActionClassifier(path, providers=CPU, threads=2)
+    body = ActionClassifier(card_variant(path, normalisation="body"), providers=CPU, threads=2)
+    x = _frame_windows(_people(t=64), [(320, 240)] * 2)
+    sizes = [(320, 240)] * 2
+    np.testing.assert_allclose(body.classify(x, sizes=sizes),
+                               plain.classify(body_normalise(x, sizes=sizes), sizes=sizes), atol=1e-6)
+    shifted = _frame_windows(_people(t=64) + 50, [(320, 240)] * 2)
+    np.testing.assert_allclose(body.classify(x, sizes=sizes), body.classify(shifted, sizes=sizes), atol=1e-4)
+    assert np.abs(plain.classify(x) - plain.classify(shifted)).max() > 1e-4
+
+
+def test_windows_with_more_people_than_the_card_keep_the_track_and_its_nearest(tmp_path):
+    """An M = 1 model fed the worker's M = 2 windows classifies slot 0 (the track) alone."""
+    from workers.action.stgcn.cli import export_main
+
+    path = tmp_path / "m1.onnx"
+    assert export_main(["--seed", "1", "--num-class", "4", "--num-person", "1", "--out", str(path)]) == 0
+    one = ActionClassifier(path, providers=CPU, threads=2)
+    x = windows([64, 40], t=64)
+    np.testing.assert_allclose(one.classify(x), one.classify(x[..., :1].copy()), atol=1e-6)
+    assert np.abs(one.classify(x) - one.classify(x[..., ::-1].copy())).max() > 1e-4

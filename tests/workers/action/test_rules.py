@@ -1,3 +1,4 @@
+import json
 import logging
 
 import numpy as np
@@ -144,3 +145,34 @@ def test_default_rules(alert, want):
     rules = default_rules(LABELS, alert, threshold=0.6, consecutive=2, cooldown_s=5.0)
     assert [r.label for r in rules.rules] == want
     assert all((r.threshold, r.consecutive, r.cooldown_s) == (0.6, 2, 5.0) for r in rules.rules)
+
+
+@pytest.mark.parametrize("labels, alert, want", [
+    (LABELS, ("falling", "fallen"), [("falling", 0.6, 2), ("fallen", 0.0, 1)]),
+    (("walking", "sitting"), ("falling", "fallen"), []),  # no falling: no fallen either
+])
+def test_fallen_is_derived_from_falling(labels, alert, want):
+    rules = default_rules(labels, alert, threshold=0.6, consecutive=2, cooldown_s=5.0)
+    assert [(r.label, r.threshold, r.consecutive) for r in rules.rules] == want
+
+
+def test_a_derived_label_is_not_read_from_the_model_and_keeps_its_cooldown():
+    rules = default_rules(LABELS, ("falling", "fallen"), threshold=0.5, consecutive=1, cooldown_s=5.0)
+    assert [e.label for e in rules.decide(ref(100), probs(0.9), LABELS, "m")] == ["falling"]
+    first = rules.derived("fallen", "cam-1", 7, 1.0, 100, 400, 503.3, 513.3, "m")
+    assert first.label_index == -1 and first.id == event_id("cam-1", 7, "fallen", 400)
+    assert rules.derived("fallen", "cam-1", 7, 1.0, 400, 500, 513.3, 516.6, "m") is None  # cooldown
+    assert rules.derived("fallen", "cam-1", 7, 1.0, 400, 560, 513.3, 518.7, "m") is not None
+
+
+def test_rule_state_moves_to_another_worker():
+    a = default_rules(LABELS, ("falling",), threshold=0.5, consecutive=2, cooldown_s=9.9)
+    b = default_rules(LABELS, ("falling",), threshold=0.5, consecutive=2, cooldown_s=9.9)
+    scores = [0.9, 0.9, 0.9, 0.2, 0.9] + [0.9] * 20
+    want = run(a, scores)
+    a = default_rules(LABELS, ("falling",), threshold=0.5, consecutive=2, cooldown_s=9.9)
+    got = run(a, scores[:3])
+    b.load("cam-1", json.loads(json.dumps(a.state("cam-1"))))
+    got += [e.frame_end for i, s in enumerate(scores[3:], start=3)
+            for e in b.decide(ref(100 + i * 15), probs(s), LABELS, "fall-v1")]
+    assert got == want and len(want) == 2

@@ -140,7 +140,8 @@ def _tiny_tf2onnx_like_model():
     c1 = helper.make_tensor("const_fold_opt__1511", TensorProto.FLOAT, [4], [1, 2, 3, 4])
     c2 = helper.make_tensor("scale", TensorProto.FLOAT, [4], [2, 2, 2, 2])
     c3 = helper.make_tensor("unused__9", TensorProto.FLOAT, [1], [0])
-    add = helper.make_node("Add", ["x:0", "const_fold_opt__1511"], ["Add__1398:0"], name="Add__1398", domain="")
+    add = helper.make_node("Add", ["x:0", "const_fold_opt__1511"], ["Add__1398:0"], name="Add__1398",
+                           domain="")
     mul = helper.make_node("Mul", ["Add__1398:0", "scale"], ["model/mul:0"], name="model/mul")
     relu = helper.make_node("Relu", ["model/mul:0"], ["y:0"], name="Relu__77")
     graph = helper.make_graph([add, mul, relu], "tf2onnx", [x], [y], [c3, c2, c1],
@@ -179,7 +180,8 @@ def test_postprocess_neutral_names_keep_io_and_numbers():
     ort = pytest.importorskip("onnxruntime")
     x = np.arange(8, dtype=np.float32).reshape(2, 4) - 4
     ref = ort.InferenceSession(before, providers=["CPUExecutionProvider"]).run(None, {"x:0": x})[0]
-    got = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x:0": x})[0]
+    session = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x:0": x})[0]
     np.testing.assert_array_equal(ref, got)
 
 
@@ -193,7 +195,8 @@ def test_postprocess_matches_the_recipe_script(tmp_path, neutral):
     src = tmp_path / "raw.onnx"
     onnx.save(model, src)
     flags = ["in0=batch", "out0=batch"] + (["--neutral-names"] if neutral else [])
-    subprocess.run([sys.executable, recipe, src, tmp_path / "theirs.onnx", *flags], check=True, capture_output=True)
+    subprocess.run([sys.executable, recipe, src, tmp_path / "theirs.onnx", *flags], check=True,
+                   capture_output=True)
     subprocess.run([sys.executable, fetch_mod.POSTPROCESS, src, tmp_path / "ours.onnx", *flags], check=True,
                    capture_output=True)
     assert (tmp_path / "ours.onnx").read_bytes() == (tmp_path / "theirs.onnx").read_bytes()
@@ -218,7 +221,8 @@ def test_licence_files_carry_attribution_and_verbatim_notices(tmp_path):
     assert lic.read_text() == "Apache License text"
     body = notice.read_text()
     for needle in ("movenet_multipose.onnx", up.sha256, "Author: A. Person", "License: Apache-2.0",
-                   "NFD notice", "MoveNet credit", "tf2onnx 1.17.0", "weights and the computation are unchanged"):
+                   "NFD notice", "MoveNet credit", "tf2onnx 1.17.0",
+                   "weights and the computation are unchanged"):
         assert needle in body
     tf_pose = MODELS["mobilenet_thin"]
     assert license_text(tf_pose, {}) == APACHE_2_0 and "Version 2.0, January 2004" in APACHE_2_0
@@ -321,8 +325,10 @@ def _inputs(image: Path) -> dict[str, np.ndarray]:
     s = min(256 / w, 256 / h)
     rw, rh = max(1, round(w * s)), max(1, round(h * s))
     box = np.zeros((256, 256, 3), np.uint8)
-    box[(256 - rh) // 2:(256 - rh) // 2 + rh, (256 - rw) // 2:(256 - rw) // 2 + rw] = cv2.resize(img, (rw, rh))
-    return {"mobilenet_thin.onnx": nhwc, "mobilenet_thin_nchw.onnx": np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2)),
+    top, left = (256 - rh) // 2, (256 - rw) // 2
+    box[top:top + rh, left:left + rw] = cv2.resize(img, (rw, rh))
+    return {"mobilenet_thin.onnx": nhwc,
+            "mobilenet_thin_nchw.onnx": np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2)),
             "movenet_multipose.onnx": cv2.cvtColor(box, cv2.COLOR_BGR2RGB)[None]}
 
 
@@ -337,7 +343,8 @@ def test_fetch_end_to_end_matches_the_reference_models(tmp_path, monkeypatch):
     finally:  # the conversion venv is ~1.3 GB; pytest keeps tmp dirs around
         shutil.rmtree(tmp_path / ".convert-venv", ignore_errors=True)
     for spec in MODELS.values():
-        assert (tmp_path / f"NOTICE.{spec.name}.txt").is_file() and (tmp_path / f"LICENSE.{spec.name}.txt").is_file()
+        assert (tmp_path / f"NOTICE.{spec.name}.txt").is_file()
+        assert (tmp_path / f"LICENSE.{spec.name}.txt").is_file()
         for out in spec.outputs:
             assert (tmp_path / out).stat().st_size > 5_000_000
     if not COCO_IMAGE.is_file():
@@ -348,4 +355,5 @@ def test_fetch_end_to_end_matches_the_reference_models(tmp_path, monkeypatch):
         assert ours.shape == ref.shape and float(np.abs(ours - ref).max()) <= 1e-5, name
         a, b = onnx.load(tmp_path / name).graph, onnx.load(SHARED_MODELS / name).graph
         assert [n.SerializeToString() for n in a.node] == [n.SerializeToString() for n in b.node], name
-        assert [t.SerializeToString() for t in a.initializer] == [t.SerializeToString() for t in b.initializer], name
+        assert ([t.SerializeToString() for t in a.initializer]
+                == [t.SerializeToString() for t in b.initializer]), name

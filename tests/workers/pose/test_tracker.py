@@ -1,21 +1,16 @@
-"""The per-camera tracker: synthetic scenes (crossing, falls, flicker, birth, death) and
-one real clip (MoveNet on a UR Fall video: one person walks, falls and lies)."""
+"""The per-camera tracker on synthetic scenes: crossing, falls, flicker, birth, death, two
+thresholds, exact state (real clips: test_tracker_real.py)."""
 
 from __future__ import annotations
 
-import csv
+import json
 from collections import Counter
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from shared.skeleton import Person, box_from_keypoints
 from workers.pose.tracker import Tracker, TrackerConfig, TrackUpdate, box_iou, similarity
-
-ROOT = Path(__file__).resolve().parents[3]
-SHARED = ROOT.parent / "shared"
 
 # OpenPose-18 joints of a standing person, (dx, dy) in body heights from the feet centre.
 TEMPLATE = np.array([
@@ -55,6 +50,7 @@ def ids_by_score(updates: list[TrackUpdate]) -> dict[float, Counter]:
 @pytest.mark.parametrize("kwargs", [
     {"min_hits": 0}, {"max_misses": -1}, {"match_threshold": 1.5}, {"oks_weight": -0.1},
     {"oks_kappa": 0.0}, {"velocity_damping": 2.0}, {"min_common_joints": 0},
+    {"high_score": 0.2, "low_score": 0.3}, {"low_score": -0.1}, {"hold_ratio": 0.9},
 ])
 def test_bad_config_is_rejected(kwargs):
     with pytest.raises(ValueError):
@@ -190,6 +186,131 @@ def test_finish_ends_every_track_and_ids_go_on():
     assert [p.track_id for p in updates[-1].people] == [4]
 
 
+# -- two thresholds: weak detections only extend tracks -----------------------------------
+
+TWO = TrackerConfig(high_score=0.5, low_score=0.1)  # hold: best score >= 0.625
+
+
+@pytest.mark.parametrize("score", [0.1, 0.3, 0.49])
+def test_a_weak_detection_never_starts_a_track(score):
+    tracker = Tracker(TWO)
+    updates = run(tracker, [[person(100.0 + 3 * i, score=score)] for i in range(20)])
+    assert all(up.people == [] for up in updates)
+    assert tracker.state() == {"tracks": 0, "tentative": 0, "ids_issued": 0, "ended": 0, "frames": 20}
+
+
+def test_a_weak_detection_extends_a_confirmed_track():
+    """A person seen clearly, then only weakly (lying on the floor): one id throughout, with
+    the weak detections reported as they are."""
+    frames = [[person(100.0, score=0.9)]] * 5 + [[person(100.0, angle=6.0 * i, score=0.2)] for i in range(15)]
+    updates = run(Tracker(TWO), frames)
+    assert all([p.track_id for p in up.people] == [1] for up in updates[2:])
+    assert [up.people[0].score for up in updates[5:]] == [0.2] * 15
+
+
+def test_below_the_floor_is_a_miss():
+    tracker = Tracker(TWO)
+    updates = run(tracker, [[person(100.0, score=0.9)]] * 5 + [[person(100.0, score=0.09)]] * 3)
+    assert all(up.people == [] for up in updates[5:])
+    assert tracker.state()["tracks"] == 1  # coasting: the id lives on
+
+
+def test_a_weak_detection_does_not_confirm_a_tentative_track():
+    tracker = Tracker(TWO)  # min_hits 3: two strong hits are not enough
+    updates = run(tracker, [[person(100.0, score=0.9)]] * 2 + [[person(100.0, score=0.3)]] * 5)
+    assert all(up.people == [] for up in updates)
+    assert tracker.state()["ids_issued"] == 0
+
+
+@pytest.mark.parametrize("peak, held", [(0.55, False), (0.62, False), (0.63, True), (0.9, True)])
+def test_only_a_track_once_seen_clearly_is_held_by_weak_detections(peak, held):
+    """A stray object scoring just above the birth threshold must not be kept alive by weak
+    detections (a ghost); a person once seen clearly is."""
+    frames = [[person(100.0, score=peak)]] * 5 + [[person(100.0, score=0.2)]] * 20
+    updates = run(Tracker(TWO), frames)
+    assert [bool(up.people) for up in updates[5:]] == [held] * 20
+
+
+def test_unmatched_weak_detections_are_dropped():
+    """A clear person and weak candidates elsewhere (background, duplicates far away): the
+    weak ones never appear, however long they last."""
+    frames = [[person(100.0, score=0.9), person(600.0, score=0.3), person(900.0, score=0.45)]] * 30
+    tracker = Tracker(TWO)
+    updates = run(tracker, frames)
+    assert all([(p.track_id, p.score) for p in up.people] == [(1, 0.9)] for up in updates[2:])
+    assert tracker.state()["tentative"] == 0
+
+
+def test_a_strong_detection_is_preferred_and_weak_duplicates_dropped():
+    frames = [[person(100.0, score=0.9)]] * 5 + [[person(104.0, score=0.3), person(101.0, score=0.8)]] * 5
+    updates = run(Tracker(TWO), frames)
+    assert all([(p.track_id, p.score) for p in up.people] == [(1, 0.8)] for up in updates[5:])
+
+
+def test_coasting_follows_the_motion_model():
+    """A walker (8 px/frame) is missed for 6 frames and comes back weakly where the motion
+    model expects them, 56 px from where they were last seen: the same id, at once."""
+    x = [100.0 + 8.0 * i for i in range(20)]
+    frames = [[person(v, score=0.9)] for v in x[:10]] + [[]] * 6 + [[person(v, score=0.2)] for v in x[16:]]
+    updates = run(Tracker(TWO), frames)
+    assert [[p.track_id for p in up.people] for up in updates[16:]] == [[1]] * 4
+    lost = run(Tracker(TrackerConfig(high_score=0.5, low_score=0.1, velocity_damping=0.0)), frames)
+    assert all(up.people == [] for up in lost[16:])  # no motion model: too far to match
+
+
+def test_one_threshold_is_the_old_tracker():
+    """high == low: every detection above it may start a track, as before."""
+    tracker = Tracker(TrackerConfig(high_score=0.2, low_score=0.2))
+    frame = [person(100.0, score=0.9), person(500.0, score=0.2), person(800.0, score=0.19)]
+    updates = run(tracker, [frame] * 4)
+    assert [p.score for p in updates[-1].people] == [0.9, 0.2]
+
+
+# -- exact state for takeovers ----------------------------------------------------------
+
+def resumed(state: dict, config: TrackerConfig) -> Tracker:
+    return Tracker.from_state(json.loads(json.dumps(state)), config)
+
+
+def assert_same_updates(a: list[TrackUpdate], b: list[TrackUpdate]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.ended == y.ended
+        assert [(p.track_id, p.score) for p in x.people] == [(p.track_id, p.score) for p in y.people]
+        for p, q in zip(x.people, y.people):
+            np.testing.assert_array_equal(p.keypoints, q.keypoints)
+            np.testing.assert_array_equal(p.box, q.box)
+
+
+def test_state_round_trip_at_every_frame_of_a_synthetic_scene():
+    frames = crossing(5.0, 20.0, 6) + fall(10, 90.0, 3.0, bystander=True) + [[]] * 20
+    frames = [[Person(p.keypoints, p.box, p.score * (0.3 if i % 4 == 0 else 1.0)) for p in f]
+              for i, f in enumerate(frames)]  # weak detections now and then
+    cfg = TrackerConfig(high_score=0.5, low_score=0.1)
+    whole = Tracker(cfg)
+    ref = run(whole, frames)
+    for k in range(len(frames) + 1):
+        first = Tracker(cfg)
+        head = run(first, frames[:k])
+        second = resumed(first.to_state(), cfg)
+        assert_same_updates(ref, head + run(second, frames[k:]))
+        assert json.dumps(second.to_state()) == json.dumps(whole.to_state())
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s.update(version=99), lambda s: s.pop("tracks"),
+    lambda s: s["tracks"][0].update(box=[1, 2]), lambda s: s["tracks"][0].update(keypoints="x"),
+    lambda s: s["tracks"][0].update(velocity=[float("nan"), 0]), lambda s: s["tracks"][0].pop("track_id"),
+], ids=["version", "no-tracks", "short-box", "text", "nan", "no-id"])
+def test_bad_state_is_a_clear_error(change):
+    tracker = Tracker()
+    run(tracker, [[person(100.0)]] * 4)
+    state = json.loads(json.dumps(tracker.to_state()))
+    change(state)
+    with pytest.raises(ValueError, match="tracker state"):
+        Tracker.from_state(state)
+
+
 # -- crossing paths ----------------------------------------------------------------------
 
 def crossing(speed: float, dy: float, occluded: int, n: int = 60) -> list[list[Person]]:
@@ -240,7 +361,8 @@ def test_deterministic_and_independent_of_detection_order():
         return [[(p.track_id, p.score) for p in up.people] for up in updates]
 
     def seen_when(updates):  # person -> the frames it is returned in, ids aside
-        return {round(p.score, 3): [i for i, u in enumerate(updates) if p.score in {q.score for q in u.people}]
+        return {round(p.score, 3): [i for i, u in enumerate(updates)
+                                    if p.score in {q.score for q in u.people}]
                 for up in updates for p in up.people}
 
     updates = run(Tracker(), frames)
@@ -292,70 +414,3 @@ def test_fall_keeps_one_id(duration, angle, walk, keypoints, bystander):
     assert list(ids[0.91]) == [1]
     assert len(ids.get(0.92, {})) <= 1
     assert tracker.state()["ids_issued"] == (2 if bystander else 1)
-
-
-# -- real data: MoveNet on a UR Fall clip ------------------------------------------------
-
-def shared_file(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared beside the checkout holds the models and videos)")
-    return path
-
-
-def urfd_window(clip: str, before: int = 30, after: int = 25) -> tuple[range, dict[int, int]]:
-    """Frames (0-based) from ``before`` frames ahead of the fall to ``after`` into lying,
-    and the labels (-1 upright, 0 falling, 1 lying) by 0-based frame."""
-    with shared_file("data", "urfd", "labels.csv").open() as fh:
-        labels = {int(row[1]) - 1: int(row[2]) for row in csv.reader(fh) if row[0] == clip}
-    start = min(f for f, v in labels.items() if v == 0)
-    lying = min(f for f, v in labels.items() if v == 1)
-    return range(max(start - before, 0), lying + after), labels
-
-
-def urfd_rgb_frames(clip: str, frames: range, step: int) -> list[np.ndarray]:
-    """The RGB half (columns 320..640) of the wanted frames of a UR Fall camera-0 clip."""
-    cap = cv2.VideoCapture(str(shared_file("data", "urfd", f"{clip}-cam0.mp4")))
-    out = []
-    try:
-        for i in range(frames.stop):
-            ok, img = cap.read()
-            assert ok, f"{clip} ended at frame {i}"
-            if i >= frames.start and (i - frames.start) % step == 0:
-                out.append(np.ascontiguousarray(img[:, 320:640]))
-    finally:
-        cap.release()
-    return out
-
-
-@pytest.fixture(scope="module")
-def movenet():
-    from workers.pose.models import load_pose_model
-
-    return load_pose_model("movenet", shared_file("models", "movenet_multipose.onnx"), threads=2)
-
-
-@pytest.mark.parametrize("clip, step", [("fall-01", 1), ("fall-05", 2)], ids=["30fps", "15fps"])
-def test_real_fall_keeps_one_id(movenet, clip, step):
-    """One person walks, falls (~30 frames at 30 fps) and lies. A single track id must
-    cover >= 80% of the frames with a detection, and the same id must be given before the
-    fall (upright) and after it (falling / lying)."""
-    frames, labels = urfd_window(clip)
-    people = movenet.infer(urfd_rgb_frames(clip, frames, step))
-    tracker = Tracker()
-    ids: Counter = Counter()
-    by_phase: dict[str, Counter] = {"upright": Counter(), "down": Counter()}
-    detected = 0
-    for f, found in zip(frames[::step], people):
-        detected += bool(found)
-        for p in tracker.update(found).people:
-            ids[p.track_id] += 1
-            by_phase["upright" if labels.get(f, -1) < 0 else "down"][p.track_id] += 1
-    assert detected >= 0.5 * len(people), f"MoveNet found the person in only {detected}/{len(people)} frames"
-    top, count = ids.most_common(1)[0]
-    coverage = count / detected
-    print(f"{clip} step {step}: {len(people)} frames, {detected} with a person, ids {dict(ids)}, "
-          f"track {top} covers {coverage:.0%}")
-    assert coverage >= 0.8, f"track {top} covers only {coverage:.0%}; ids {dict(ids)}"
-    assert by_phase["upright"] and by_phase["down"], f"no track before or after the fall: {by_phase}"
-    assert by_phase["upright"].most_common(1)[0][0] == top == by_phase["down"].most_common(1)[0][0]

@@ -5,8 +5,9 @@ Examples::
     actionstream stgcn export --checkpoint st_gcn.kinetics.pt --layout openpose \\
         --num-class 400 --labels label_name.txt --out models/kinetics.onnx
     actionstream stgcn train --config train.yaml          # see TRAIN_EXAMPLE
-    actionstream stgcn fall-model --skeletons out/skeletons_movenet \\
-        --labels ../shared/data/urfd/labels.csv --cv 5 --out workers/action/models/fall.onnx
+    actionstream stgcn fall-model --detections out/detections \\
+        --labels ../shared/data/urfd/labels.csv --upfall-labels ../shared/data/upfall/labels.csv \\
+        --cv 5 --out workers/action/models/fall.onnx
 
 Exit codes: 0 done (export: written and checked); 2 user error (missing or unfit files, bad
 arguments, labels that do not match); 1 the export itself failed its check.
@@ -271,150 +272,12 @@ def train_main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
-# -- stgcn fall-model -------------------------------------------------------------------------
-FALL_NOTICE = ("Trained on UR Fall Detection, NTU RGB+D and Kinetics material: research use "
-               "only (see their terms); not a certified fall detector.")
-
-
-def default_rule() -> dict:
-    """The action worker's default alert rule (the settings' defaults)."""
-    from shared.settings import Settings
-
-    fields = Settings.model_fields
-    return {"threshold": fields["alert_threshold"].default,
-            "consecutive": fields["alert_consecutive"].default}
-
-
-def fall_parser() -> argparse.ArgumentParser:
-    from workers.action.stgcn.fall import FallConfig
-    from workers.action.stgcn.train import PLANS
-
-    d = FallConfig()
-    p = argparse.ArgumentParser(prog="actionstream stgcn fall-model", description=(
-        "Build fall-training windows from `actionstream up --skeletons-out` exports, "
-        "cross-validate (simulating the action worker and its rules), train on all clips "
-        "and export ONNX + card."))
-    p.add_argument("--skeletons", type=Path, required=True, help="folder of <camera>.json exports")
-    p.add_argument("--labels", type=Path, help="URFD labels.csv (clip, frame, -1/0/1, ...)")
-    p.add_argument("--cv", type=int, default=5, help="folds (0: no cross-validation)")
-    p.add_argument("--out", type=Path, help="the .onnx to write (card .json beside it)")
-    p.add_argument("--report", type=Path, help="write the CV figures and per-clip outcomes (JSON)")
-    p.add_argument("--hold-out", nargs="+", default=[], metavar="CLIP",
-                   help="clips (camera ids) kept out of CV and training; the final model's "
-                        "events on them are recorded in the card")
-    p.add_argument("--classes", type=int, choices=[2, 3], default=len(d.classes),
-                   help="2: not-falling/falling; 3: upright/falling/lying")
-    p.add_argument("--window", type=int, default=d.window, help="card window (multiple of 4)")
-    p.add_argument("--vote-last", type=int, default=d.vote_last)
-    p.add_argument("--plan", choices=sorted(PLANS), default="tiny", help="network size")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--train-stride", type=int, default=d.train_stride)
-    p.add_argument("--max-per-clip", type=int, default=d.max_per_clip)
-    p.add_argument("--stride", type=int, default=d.stride, help="the action worker's stride")
-    p.add_argument("--min-frames", type=int, default=d.min_frames)
-    p.add_argument("--cooldown", type=float, default=d.cooldown_s)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def run_fall(args) -> int:
-    """CV (optional), final training on every clip, export."""
-    import json
-
-    from workers.action.stgcn import fall
-    from workers.action.stgcn.train import PLANS
-
-    if args.window % 4 or args.window < args.min_frames:
-        raise UsageError(f"--window must be a multiple of 4 and >= --min-frames ({args.min_frames})")
-    cfg = fall.FallConfig(classes=fall.CLASSES_2 if args.classes == 2 else fall.CLASSES_3,
-                          window=args.window, vote_last=args.vote_last,
-                          train_stride=args.train_stride, stride=args.stride,
-                          min_frames=args.min_frames, channels=PLANS[args.plan],
-                          epochs=args.epochs, lr=args.lr, max_per_clip=args.max_per_clip,
-                          cooldown_s=args.cooldown, seed=args.seed, device=args.device,
-                          progress=not args.no_progress)
-    clips = fall.load_clips(args.skeletons, args.labels)
-    if not clips:
-        raise UsageError(f"no *.json skeleton exports in {args.skeletons}")
-    unknown = sorted(set(args.hold_out) - {c.name for c in clips})
-    if unknown:
-        raise UsageError(f"--hold-out: no clip named {', '.join(unknown)} in {args.skeletons}")
-    held = [c for c in clips if c.name in args.hold_out]
-    clips = [c for c in clips if c.name not in args.hold_out]
-    report: dict = {"config": {**vars(cfg), "plan": args.plan}}
-    rule = default_rule()
-    if args.cv:
-        scored, rows = fall.cross_validate(clips, cfg, args.cv)
-        best = fall.recommend(rows)
-        default = next((r for r in rows if all(r[k] == v for k, v in rule.items())), None)
-        _print_sweep(rows, best, default)
-        report.update(sweep=rows, fewest_false_alerts=best, at_default_rule=default,
-                      clips=fall.outcomes(clips, scored, cfg, **rule))
-    if args.report:
-        args.report.write_text(json.dumps(report, indent=1, default=str))
-    if args.out:
-        _final_model(clips, held, cfg, args, report, rule)
-    return EXIT_OK
-
-
-def _print_sweep(rows: list[dict], best: dict, default: Optional[dict]) -> None:
-    cols = ["threshold", "consecutive", "recall", "recall_urfd", "recall_ntu",
-            "latency_median_s", "latency_max_s", "false_per_negative_clip",
-            "false_negative_total", "false_before_fall_urfd"]
-    print("  ".join(c[:14] for c in cols))
-    for r in rows:
-        mark = ("  <- fewest false alerts" if r is best else "") + (
-            "  <- the default rule" if r is default else "")
-        print("  ".join(f"{r[c]!s:>{len(c[:14])}}" for c in cols) + mark)
-
-
-def _final_model(clips, held, cfg, args, report: dict, rule: dict) -> None:
-    from workers.action.card import ModelCard
-    from workers.action.stgcn.export import export_onnx
-    from workers.action.stgcn.fall import outcomes, score_clips, train_fall
-
-    model, result = train_fall(clips, cfg)
-    metrics = {"cv": (f"{args.cv}-fold leave-clips-out (NTU by subject); action worker "
-                      f"simulated: stride {cfg.stride}, min_frames {cfg.min_frames}, cooldown "
-                      f"{cfg.cooldown_s} s; latency = first event's frame_end - URFD fall end")
-               if args.cv else "none", "at_default_rule": report.get("at_default_rule") or {},
-               "fewest_false_alerts": report.get("fewest_false_alerts") or {},
-               # the final model on the clips it never saw, simulated worker, default rule
-               "held_out": outcomes(held, score_clips(model, held, cfg), cfg, **rule),
-               "held_out_rule": rule,
-               "train_seconds": round(result.seconds, 1),
-               "train_loss": round(result.history[-1]["loss"], 4)}
-    kinds = {k: sum(c.kind == k for c in clips) for k in ("urfd", "ntu-fall", "negative")}
-    card = ModelCard(
-        name=args.out.stem, labels=tuple(cfg.classes), layout="openpose", window=cfg.window,
-        fps=30.0, num_person=2, dynamic_t=True, vote_last=cfg.vote_last,
-        training_data=(f"actionstream MoveNet skeleton exports of {kinds['urfd']} UR Fall "
-                       f"Detection falls (cam0 RGB, per-frame labels), {kinds['ntu-fall']} NTU "
-                       f"RGB+D A043 falls, {kinds['negative']} negative clips (NTU A001/A006, "
-                       "Kinetics demos, multi-person walking); windows as the action worker "
-                       f"builds them (T <= {cfg.window}, stride {cfg.train_stride}, M = 2)"
-                       + (f"; held out of training: {', '.join(c.name for c in held)}"
-                          if held else "")),
-        metrics=metrics, notice=FALL_NOTICE)
-    out = export_onnx(model, args.out, card)
-    print(f"wrote {out.model_path} ({out.model_path.stat().st_size / 1e6:.2f} MB) and "
-          f"{out.card_path}; trained in {result.seconds:.0f} s")
-
-
+# -- stgcn fall-model: workers.action.stgcn.fallcli ---------------------------------------
 def fall_main(argv: list[str] | None = None) -> int:
-    """``actionstream stgcn fall-model --skeletons DIR --labels CSV [--cv K] [--out X.onnx]``."""
-    try:
-        args = fall_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        return run_fall(args)
-    except (UsageError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    """``actionstream stgcn fall-model ...`` (see :mod:`workers.action.stgcn.fallcli`)."""
+    from workers.action.stgcn.fallcli import fall_main as run
+
+    return run(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

