@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from shared import codec, keys
+from shared import codec, keys, metrics
 from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, group_lag, redact
 from shared.schemas import EndOfStream, Frame
 from shared.settings import Camera, Settings, SettingsError
@@ -124,14 +124,19 @@ class Producer:
 
     def _publish(self, frame: Frame) -> None:
         fields = codec.encode_frame(frame)
+        cam = self.camera.id
+        metrics.FRAMES_IN.labels("producer", cam).inc()
         if self.mode == "replay":
             self._until_written(self._wait_for_room)
             self._until_written(lambda: self._xadd(fields, next_seq=frame.seq + 1))
+            metrics.FRAMES_OUT.labels("producer", cam).inc()
         else:
             try:
                 self._xadd(fields, maxlen=self.settings.live_maxlen, next_seq=frame.seq + 1)
+                metrics.FRAMES_OUT.labels("producer", cam).inc()
             except CONNECTION_ERRORS as exc:
                 self.stats["dropped"] += 1
+                metrics.FRAMES_SKIPPED.labels("producer", cam, "redis_unreachable").inc()
                 self._reconnect_pause(exc)
         self.stats["frames"] += 1
         self._beat()
@@ -168,6 +173,7 @@ class Producer:
     def _reconnect_pause(self, exc: BaseException, backoff: float = 0.5) -> None:
         self.stats["state"] = "disconnected"
         self.stats["reconnects"] += 1
+        metrics.RECONNECTS.labels("producer", "redis").inc()
         log.warning("camera %s: redis unreachable (%s); retrying in %.1f s", self.camera.id, exc, backoff)
         self.sleep(backoff * (0.5 + random.random()))
 
@@ -180,6 +186,7 @@ class Producer:
             try:
                 source.reopen()
                 self.stats["source_reopens"] += 1
+                metrics.RECONNECTS.labels("producer", "source").inc()
                 log.info("camera %s: source reopened", self.camera.id)
                 self.stats["state"] = "running"
                 return

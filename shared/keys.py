@@ -120,3 +120,9 @@ def action_state_key(camera: str) -> str:
     """The action stage's state of a camera (window phase, rule state; JSON), written with
     the acks of each batch so that a worker taking the camera over continues exactly."""
     return f"{PREFIX}:action-state:{{{check_camera_id(camera)}}}"
+
+
+def recent_frames_stream(camera: str) -> str:
+    """The last few posed frames of a camera (JPEG with its tracked skeletons), capped by
+    ``snapshot_frames``: event snapshots are drawn from it (workers/history)."""
+    return f"{PREFIX}:recent-frames:{{{check_camera_id(camera)}}}"

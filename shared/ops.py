@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Optional, TextIO
 
-from shared import codec, keys
+from shared import codec, keys, metrics
 from shared.codec import DecodeError
 from shared.redisio import connect, group_lag, registered_cameras, stream_entries, text
 from shared.settings import Settings
@@ -39,8 +39,9 @@ def print_events(settings: Settings, follow: bool = False, camera: Optional[str]
             return 0
 
 
-def status(r) -> dict:
-    """Workers' heartbeats, per-camera stream lengths and lags, and the dead-letter count."""
+def status(r, metrics_urls: tuple[str, ...] | list[str] = ()) -> dict:
+    """Workers' heartbeats, per-camera stream lengths and lags, the dead-letter count, and the
+    numbers each process serves on /metrics (those whose heartbeat names it, and ``metrics_urls``)."""
     workers = []
     for key in r.scan_iter(match=keys.worker_pattern(), count=200):
         raw = r.get(key)
@@ -57,11 +58,27 @@ def status(r) -> dict:
             "action_owner": text(r.get(keys.lease_key(keys.ACTION_GROUP, cam)) or b""),
         }
     return {"workers": sorted(workers, key=lambda w: w.get("worker", "")), "cameras": cams,
-            "events": r.xlen(keys.EVENTS_STREAM), "dead_letters": r.xlen(keys.DEADLETTER_STREAM)}
+            "events": r.xlen(keys.EVENTS_STREAM), "dead_letters": r.xlen(keys.DEADLETTER_STREAM),
+            "metrics": process_metrics(workers, metrics_urls)}
 
 
-def print_status(settings: Settings, out: TextIO = sys.stdout) -> int:
-    out.write(json.dumps(status(connect(settings.redis_url or DEFAULT_URL)), indent=2) + "\n")
+def process_metrics(workers: list[dict], urls=()) -> dict:
+    """Process name -> its /metrics read over HTTP (``samples``), or the ``error`` reading it."""
+    targets = {w.get("worker") or f"{w.get('stage')}-{w.get('camera')}": w["metrics_url"]
+               for w in workers if w.get("metrics_url")}
+    targets.update({url: url for url in urls})
+    out = {}
+    for name, url in sorted(targets.items()):
+        try:
+            out[name] = {"url": url, "samples": metrics.scrape(url)}
+        except (OSError, ValueError) as exc:
+            out[name] = {"url": url, "error": str(exc)}
+    return out
+
+
+def print_status(settings: Settings, out: TextIO = sys.stdout, metrics_urls=()) -> int:
+    r = connect(settings.redis_url or DEFAULT_URL)
+    out.write(json.dumps(status(r, metrics_urls), indent=2) + "\n")
     return 0
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Optional
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
@@ -42,6 +42,11 @@ def check_redis_url(url: Optional[str]) -> Optional[str]:
     if parts.scheme not in ("redis", "rediss") or not parts.hostname or port == 0:
         raise ValueError(f"not a Redis URL ({expected})")
     return url
+
+
+def _user_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "actionstream"
 
 
 def _user_cache_dir() -> Path:
@@ -77,6 +82,13 @@ class Settings(BaseSettings):
     # the idle time after which another consumer's pending events are claimed
     alerts_consumer: str = Field("alerts-1", min_length=1, max_length=200)
     alerts_claim_idle_s: float = Field(30.0, gt=0)
+    # alert targets and rules (workers/alerting): a YAML file; the default webhook secret
+    # (whsec_<base64>, Standard Webhooks); MQTT for every event without a file
+    alerts_config: Optional[Path] = None
+    webhook_secret: Optional[SecretStr] = None
+    mqtt_url: Optional[str] = None  # mqtt://[USER:PASSWORD@]HOST[:PORT], mqtts:// for TLS
+    mqtt_topic_prefix: str = "actionstream"
+    mqtt_end_after_s: float = Field(30.0, gt=0)  # an MQTT incident ends this long after its last event
     stride: int = Field(15, ge=1)  # steps at the model card's fps (30: 0.5 s), not source frames
     min_frames: int = Field(32, ge=4)  # steps at the card's fps
     alert_labels: list[str] = ["falling", "fallen"]
@@ -87,6 +99,16 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(100000, ge=100)
     deadletter_maxlen: int = Field(10000, ge=10)
     log_level: str = "INFO"
+    metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus /metrics on this port; 0: off
+    metrics_host: str = "127.0.0.1"  # where /metrics listens (0.0.0.0 in containers)
+    # event history (workers/history): SQL by URL (None: SQLite at data_dir/actionstream.db),
+    # snapshots beside it (None: data_dir/snapshots), retention by age
+    data_dir: Path = Field(default_factory=_user_data_dir)
+    history_url: Optional[str] = None  # sqlite:///PATH or postgresql://USER@HOST/DB
+    snapshots_dir: Optional[Path] = None
+    history_retention_days: float = Field(30.0, gt=0)
+    history_consumer: str = Field("history-1", min_length=1, max_length=200)
+    snapshot_frames: int = Field(150, ge=0, le=10000)  # recent frames kept per camera (0: none)
 
 
 def load_settings(**overrides) -> Settings:
@@ -110,6 +132,8 @@ def _explain_settings(exc: ValidationError) -> str:
         field = ".".join(str(p) for p in err["loc"]) or "(root)"
         if field == "redis_url":  # never echo a password; the option has the same name
             parts.append(f"ACTIONSTREAM_REDIS_URL (or --redis): {err['msg'].removeprefix('Value error, ')}")
+        elif field in ("webhook_secret", "mqtt_url"):  # secrets, or URLs that may hold one
+            parts.append(f"ACTIONSTREAM_{field.upper()}: {err['msg'].removeprefix('Value error, ')}")
         else:
             parts.append(f"ACTIONSTREAM_{field.upper()}={err.get('input')!r}: "
                          f"{err['msg'].removeprefix('Value error, ')}")

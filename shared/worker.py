@@ -36,10 +36,11 @@ from typing import Any, Callable, Optional
 
 import redis
 
-from shared import claiming, heartbeat, keys, writing
+from shared import claiming, heartbeat, keys, metrics, writing
 from shared.leases import Leases
 from shared.reading import Entry, batch_count, read_group, split_by_stream
-from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, redact, registered_cameras, text
+from shared.redisio import (CONNECTION_ERRORS, connect, ensure_group, group_lag, redact, registered_cameras,
+                            text)
 from shared.settings import Settings
 from shared.writing import Outcome, Output
 
@@ -149,6 +150,7 @@ class StageWorker:
     def _on_disconnect(self, exc: BaseException, backoff: float) -> float:
         self.metrics["state"] = "disconnected"
         self.metrics["reconnects"] += 1
+        metrics.RECONNECTS.labels(self.stage, "redis").inc()
         log.warning("%s: redis unreachable (%s); retrying in %.1f s", self.worker_id, exc, backoff)
         self._sleep(backoff * (0.5 + random.random()))
         for cam in sorted(self.owned):  # state is rebuilt from Redis when the camera is taken
@@ -187,6 +189,7 @@ class StageWorker:
         now = time.monotonic()
         for cam in sorted(self._lost & self.owned):
             log.warning("%s: lost the lease on camera %s", self.worker_id, cam)
+            metrics.LEASE_CHANGES.labels(self.stage, "lost").inc()
             self._drop(cam)
         self._lost.clear()
         if now >= self._next_leases:
@@ -234,6 +237,7 @@ class StageWorker:
         for cam in sorted(self.owned)[share:]:
             log.info("%s: gives camera %s back (fair share is %d)", self.worker_id, cam, share)
             self.leases.release(cam)
+            metrics.LEASE_CHANGES.labels(self.stage, "released").inc()
             self._drop(cam)
         for cam in wanted:
             if cam in self.owned or len(self.owned) >= share:
@@ -241,6 +245,14 @@ class StageWorker:
             if self.leases.try_acquire(cam):
                 self._take(cam)
         self.metrics["state"] = "running"
+        self._measure_lags()
+
+    def _measure_lags(self) -> None:
+        """The input lag of each camera held, for the metrics (one XINFO GROUPS each)."""
+        for cam in sorted(self.owned):
+            lag = group_lag(self.r, keys.stage_stream(self.stage, cam), self.stage)
+            if lag is not None:
+                metrics.STREAM_LAG.labels(self.stage, cam).set(lag)
 
     def fair_share(self, cameras: int) -> int:
         """How many cameras this worker should hold: an even split over live workers."""
@@ -254,6 +266,8 @@ class StageWorker:
         self.owned.add(camera)
         self.backlog.add(camera)
         self.metrics["takeovers"] += 1
+        metrics.LEASE_CHANGES.labels(self.stage, "taken").inc()
+        metrics.LEASES_HELD.labels(self.stage).set(len(self.owned))
         log.info("%s: took camera %s (%d pending entries claimed)", self.worker_id, camera, claimed)
         self.on_acquired(camera)
 
@@ -264,6 +278,8 @@ class StageWorker:
         self.backlog.discard(camera)
         stream = keys.stage_stream(self.stage, camera)
         self.attempts = {k: n for k, n in self.attempts.items() if k[0] != stream}
+        metrics.forget_camera(self.stage, camera)
+        metrics.LEASES_HELD.labels(self.stage).set(len(self.owned))
         self.on_released(camera)
 
     # ---------------------------------------------------------------- read
@@ -286,7 +302,12 @@ class StageWorker:
 
     def _xread(self, streams: dict[str, str], block: Optional[int]) -> list[Entry]:
         count = batch_count(self.settings.batch_per_camera, self.settings.max_batch, len(streams))
-        return read_group(self.r, self.stage, self.worker_id, streams, count, block)
+        entries = read_group(self.r, self.stage, self.worker_id, streams, count, block)
+        for stream, es in split_by_stream(entries).items():
+            cam = es[0].camera
+            metrics.FRAMES_IN.labels(self.stage, cam).inc(len(es))
+            metrics.ENTRY_AGE.labels(self.stage, cam).set(max(e.age_s or 0.0 for e in es))
+        return entries
 
     def _screen_redelivered(self, entries: list[Entry]) -> list[Entry]:
         """Dead-letter entries delivered too often (they keep killing workers); keep the rest."""
@@ -306,6 +327,7 @@ class StageWorker:
         """Handle a batch; when ``handle`` raises, its halves, down to single entries."""
         self._handle_part(entries, blocked=set())
         self.metrics["batches"] += 1
+        metrics.BATCH_SIZE.labels(self.stage).observe(len(entries))
 
     def _handle_part(self, entries: list[Entry], blocked: set[str]) -> None:
         entries = [e for e in entries if e.camera not in blocked]  # keep each camera's order
@@ -370,6 +392,7 @@ class StageWorker:
                 ok.add(cam)
             elif res == writing.FENCED:
                 self.metrics["fenced"] += 1
+                metrics.LEASE_CHANGES.labels(self.stage, "lost").inc()
                 log.warning("%s: camera %s: the lease is no longer ours; nothing written or acked",
                             self.worker_id, cam)
                 self.leases.forget(cam)
@@ -394,7 +417,9 @@ class StageWorker:
                         entry.id, reason)
         for e in done.done:
             self.attempts.pop((e.stream, e.id), None)
+            metrics.FRAMES_OUT.labels(self.stage, e.camera).inc()
         self.metrics["dead"] += len(done.dead)
+        metrics.count_dead(self.stage, [reason for _, reason in done.dead])
         self.finished |= set(done.finished)
         for camera in done.finished:
             log.info("%s: camera %s reached its end of stream", self.worker_id, camera)
@@ -417,10 +442,12 @@ class StageWorker:
         try:
             for cam in sorted(self.owned):
                 self.leases.release(cam)
+                metrics.forget_camera(self.stage, cam)
                 self.on_released(cam)
             heartbeat.stop(self.r, self.worker_id)
         except CONNECTION_ERRORS as exc:
             log.warning("%s: could not release leases (%s); they expire by TTL", self.worker_id, exc)
         self.owned.clear()
+        metrics.LEASES_HELD.labels(self.stage).set(0)
         log.info("%s: stopped after %d entries in %d batches (%d dead-lettered)", self.worker_id,
                  self.metrics["entries"], self.metrics["batches"], self.metrics["dead"])

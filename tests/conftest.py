@@ -58,3 +58,16 @@ def seeded_action_model(tmp_path_factory):
                         "--labels", str(labels), "--out", str(model)])
     assert code == 0
     return model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_dir(tmp_path_factory):
+    """Processes the tests start (``up`` records its events in the event history) keep their
+    data in a temporary folder, never in the user's data dir; a test may set its own."""
+    old = os.environ.get("ACTIONSTREAM_DATA_DIR")
+    os.environ["ACTIONSTREAM_DATA_DIR"] = str(tmp_path_factory.mktemp("data-dir"))
+    yield
+    if old is None:
+        os.environ.pop("ACTIONSTREAM_DATA_DIR", None)
+    else:
+        os.environ["ACTIONSTREAM_DATA_DIR"] = old

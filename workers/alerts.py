@@ -1,17 +1,23 @@
-"""Alert delivery: events -> Celery tasks -> webhooks (HTTP POST of the event JSON).
+"""Alert delivery: events -> rules -> Celery tasks -> signed webhooks, and MQTT.
 
 Two pieces, both run as their own processes:
 
-* ``actionstream alerts --webhook URL [--webhook URL ...]`` follows the events stream in the
-  consumer group ``alerts``, enqueues one :func:`deliver_webhook` task per (event, URL) and
-  acks only after the tasks are enqueued. An undecodable event goes to the dead-letter
-  stream with its reason. Its consumer name is stable (``alerts_consumer``, not the host
-  name), so a restarted forwarder finds its own pending events; events pending at another
-  consumer for ``alerts_claim_idle_s`` (a crashed pod) are claimed.
+* ``actionstream alerts [--webhook URL ...] [--mqtt URL ...] [--alerts-config FILE]``
+  follows the events stream in the consumer group ``alerts``, passes each event through
+  the alert rules (:mod:`workers.alerting.rules`), publishes it to the MQTT targets it goes
+  to (:mod:`workers.alerting.mqtt`, directly: see there why), enqueues one
+  :func:`deliver_webhook` task per (event, webhook target) and acks only after that. An
+  undecodable event goes to the dead-letter stream with its reason. Its consumer name is
+  stable (``alerts_consumer``, not the host name), so a restarted forwarder finds its own
+  pending events; events pending at another consumer for ``alerts_claim_idle_s`` (a
+  crashed pod) are claimed.
 * ``actionstream alerts-worker`` (or ``celery -A workers.alerts worker -Q actionstream``)
-  runs the tasks: POST with the event id
-  in an ``Idempotency-Key`` header; connection errors and 5xx answers are retried with
-  capped exponential backoff and jitter, a 4xx answer or a malformed event is not.
+  runs the tasks: POST with the event id in an ``Idempotency-Key`` header and the Standard
+  Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature`` when a
+  ``whsec_`` secret is set: the target's ``secret`` in the alerts config, else
+  ``ACTIONSTREAM_WEBHOOK_SECRET``; the worker reads the secrets itself, so they never travel
+  in task messages); connection errors and 5xx answers are retried with capped exponential
+  backoff and jitter, a 4xx answer or a malformed event is not.
 
 Celery is JSON only (``accept_content = ["json"]``): a pickled message is refused by the
 worker, never deserialised. The broker is the pipeline's Redis (``ACTIONSTREAM_REDIS_URL``;
@@ -30,16 +36,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import redis
-from celery import Celery
+from celery import Celery, signals
 
-from shared import claiming, codec, keys
+from shared import claiming, codec, keys, metrics
 from shared.ops import DEFAULT_URL
 from shared.reading import read_group
 from shared.redisio import CONNECTION_ERRORS, add_dead_letter, connect, ensure_group, redact
-from shared.settings import Settings, load_settings
+from shared.settings import Settings, SettingsError, load_settings
+from workers.alerting import webhooks as signing
+from workers.alerting.mqtt import MqttPublisher, MqttSink, MqttUnavailable
+from workers.alerting.rules import AlertRules, AlertsConfig, check_mqtt_url, load_config, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +81,68 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True, "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1, "broker_connection_retry_on_startup": True,
         "task_ignore_result": True, "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,  # Flower shows each task (events are JSON too)
     }
     if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
         config["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     return config
 
 
+def webhook_secrets(settings: Settings) -> dict[Optional[str], Optional[str]]:
+    """Target name -> its ``whsec_`` secret (None: the default, ACTIONSTREAM_WEBHOOK_SECRET)."""
+    default = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    try:
+        signing.check_secret(default)
+    except ValueError as exc:
+        raise SettingsError(f"ACTIONSTREAM_WEBHOOK_SECRET: {exc}") from None
+    out: dict[Optional[str], Optional[str]] = {None: default}
+    if settings.alerts_config is not None:
+        for name, target in load_config(settings.alerts_config).targets.items():
+            out[name] = target.secret or default
+    return out
+
+
 def make_app(settings: Optional[Settings] = None) -> Celery:
-    """The Celery app with :func:`deliver_webhook` registered."""
+    """The Celery app with :func:`deliver_webhook` registered, signing with the secrets of
+    ``settings`` (task messages name the target, never carry its secret: Flower shows them)."""
+    settings = settings or load_settings()
     celery = Celery("actionstream")
-    celery.conf.update(celery_config(settings or load_settings()))
+    celery.conf.update(celery_config(settings))
+    _count_task_outcomes()
+    secrets = webhook_secrets(settings)
+
+    def deliver(event: dict, url: str, target: Optional[str] = None) -> int:
+        return deliver_webhook(event, url, secret=secrets.get(target, secrets[None]))
+
     celery.task(name=DELIVER_TASK, autoretry_for=(TransientError,), retry_backoff=2,
-                retry_backoff_max=300, retry_jitter=True, max_retries=10)(deliver_webhook)
+                retry_backoff_max=300, retry_jitter=True, max_retries=10)(deliver)
     return celery
 
 
-def deliver_webhook(event: dict, url: str, timeout: float = TIMEOUT_S) -> int:
-    """POST ``event`` (checked against the event schema) to ``url``; the HTTP status.
+def _task_outcome(outcome: str):
+    def count(sender=None, **_) -> None:
+        name = getattr(sender, "name", None) or str(sender)
+        if name.startswith("actionstream."):
+            metrics.CELERY_TASKS.labels(name, outcome).inc()
+    return count
+
+
+_OUTCOME_SIGNALS = (("success", signals.task_success), ("retry", signals.task_retry),
+                    ("failure", signals.task_failure))
+_outcome_handlers = [(sig, _task_outcome(outcome)) for outcome, sig in _OUTCOME_SIGNALS]
+
+
+def _count_task_outcomes() -> None:
+    """Count each actionstream task's outcome in the metrics (signals fire in the process
+    that ran the task: the worker runs a thread pool, so that is the one serving /metrics)."""
+    for sig, handler in _outcome_handlers:
+        sig.connect(handler, weak=False, dispatch_uid=f"actionstream-metrics-{sig.name}")
+
+
+def deliver_webhook(event: dict, url: str, timeout: float = TIMEOUT_S, secret: Optional[str] = None,
+                    clock: Callable[[], float] = time.time) -> int:
+    """POST ``event`` (checked against the event schema) to ``url``, signed with ``secret``
+    (``whsec_...``) per Standard Webhooks; the HTTP status.
     :class:`PermanentError` or :class:`TransientError` when it fails."""
     try:
         parsed = codec.decode_event(json.dumps(event))
@@ -97,7 +151,7 @@ def deliver_webhook(event: dict, url: str, timeout: float = TIMEOUT_S) -> int:
     body = codec.encode_event(parsed).encode()
     req = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json", "Idempotency-Key": parsed.id,
-        "User-Agent": "actionstream-alerts"})
+        "User-Agent": "actionstream-alerts", **signing.headers(parsed.id, int(clock()), body, secret)})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status = resp.status
@@ -118,13 +172,25 @@ class AlertForwarder:
     restart reads its own pending events first), claim of other consumers' events pending
     longer than ``claim_idle_ms`` (a crashed pod's), reconnect with capped backoff."""
 
-    def __init__(self, r: redis.Redis, celery: Celery, webhooks: Sequence[str],
+    def __init__(self, r: redis.Redis, celery: Celery, webhooks: Sequence[str] = (),
                  consumer: str = "alerts-1", block_ms: int = 1000,
-                 deadletter_maxlen: int = DEADLETTER_MAXLEN, claim_idle_ms: int = 30_000) -> None:
-        self.r, self.celery, self.webhooks = r, celery, list(webhooks)
+                 deadletter_maxlen: int = DEADLETTER_MAXLEN, claim_idle_ms: int = 30_000, *,
+                 rules: Optional[AlertRules] = None, sinks: Optional[Mapping[str, MqttSink]] = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``rules`` (default: every event to each of ``webhooks``) route events to targets;
+        ``sinks``: an :class:`MqttSink` for each MQTT target of the rules."""
+        self.r, self.celery, self.clock = r, celery, clock
+        self.rules = rules or AlertRules(AlertsConfig.simple(webhooks))
+        targets = self.rules.config.targets
+        self.webhooks = {name: t.webhook for name, t in targets.items() if t.webhook}
+        self.sinks = dict(sinks or {})
+        missing = sorted(name for name, t in targets.items() if t.mqtt and name not in self.sinks)
+        if missing:
+            raise AlertsError(f"MQTT target(s) {missing} have no publisher")
         self.consumer, self.block_ms, self.claim_idle_ms = consumer, block_ms, claim_idle_ms
         self.deadletter_maxlen = deadletter_maxlen
-        self.metrics = {"sent": 0, "events": 0, "dead": 0, "claimed": 0, "reconnects": 0}
+        self.metrics = {"sent": 0, "events": 0, "dead": 0, "claimed": 0, "reconnects": 0,
+                        "mqtt": 0, "filtered": 0}
         self.backlog = True  # own pending entries first (a restart), then new ones
         self._next_claim = 0.0
         self._stop = False
@@ -140,8 +206,14 @@ class AlertForwarder:
                 ensure_group(self.r, keys.EVENTS_STREAM, ALERTS_GROUP)
                 got = self.tick()
                 backoff = 0.2
+            except MqttUnavailable as exc:  # the event stays pending; retried from the backlog
+                log.warning("alerts %s: %s; retrying in %.1f s", self.consumer, exc, backoff)
+                time.sleep(backoff * (0.5 + random.random()))
+                backoff, self.backlog = min(backoff * 2, 10.0), True
+                continue
             except CONNECTION_ERRORS as exc:
                 self.metrics["reconnects"] += 1
+                metrics.RECONNECTS.labels(ALERTS_GROUP, "redis").inc()
                 log.warning("alerts %s: redis unreachable (%s); retrying in %.1f s", self.consumer,
                             exc, backoff)
                 time.sleep(backoff * (0.5 + random.random()))
@@ -171,6 +243,8 @@ class AlertForwarder:
             entries = self._read(">", self.block_ms)
         for e in entries:
             self.forward_one(e.id, e.fields)
+        for sink in self.sinks.values():  # incidents quiet for end_after_s: their `end`
+            self.metrics["mqtt"] += sink.expire(self.clock())
         return len(entries)
 
     def _read(self, start: str, block: Optional[int]):
@@ -187,18 +261,32 @@ class AlertForwarder:
             pipe.xack(keys.EVENTS_STREAM, ALERTS_GROUP, entry_id)
             pipe.execute()
             self.metrics["dead"] += 1
+            metrics.count_dead(ALERTS_GROUP, [f"undecodable event: {exc}"])
             log.warning("event entry %s: dead-lettered: %s", entry_id, exc)
             return 0
+        now = self.clock()
+        saved = self.rules.state()
+        targets = self.rules.match(event, now)
+        try:  # MQTT first: when the broker is away nothing is queued and the event stays pending
+            for name in targets:
+                if name in self.sinks:
+                    self.metrics["mqtt"] += self.sinks[name].handle(event, now)
+        except MqttUnavailable:
+            self.rules.restore(saved)  # the retry must match as this try did
+            raise
         payload = codec.event_to_dict(event)
-        for i, url in enumerate(self.webhooks):
-            self.celery.send_task(DELIVER_TASK, args=[payload, url], queue=QUEUE,
-                                  task_id=f"{event.id}-{i}")
+        hooks = [name for name in targets if name in self.webhooks]
+        for name in hooks:
+            self.celery.send_task(DELIVER_TASK, args=[payload, self.webhooks[name]],
+                                  kwargs={"target": name}, queue=QUEUE, task_id=f"{event.id}-{name}")
         self.r.xack(keys.EVENTS_STREAM, ALERTS_GROUP, entry_id)
         self.metrics["events"] += 1
-        self.metrics["sent"] += len(self.webhooks)
-        log.info("camera %s track %d: event %s queued for %d webhook(s)", event.camera,
-                 event.track_id, event.id, len(self.webhooks))
-        return len(self.webhooks)
+        self.metrics["filtered"] += not targets
+        self.metrics["sent"] += len(hooks)
+        metrics.ALERT_TASKS.inc(len(hooks))
+        log.info("camera %s track %d: event %s (%s %.2f) to target(s) %s", event.camera,
+                 event.track_id, event.id, event.label, event.score, targets or "none (rules)")
+        return len(hooks)
 
 
 def forward_events(r: redis.Redis, celery: Celery, webhooks: Sequence[str],
@@ -209,31 +297,77 @@ def forward_events(r: redis.Redis, celery: Celery, webhooks: Sequence[str],
                           claim_idle_ms).run(burst=burst)
 
 
-def run_alerts(settings: Settings, webhooks: Sequence[str], consumer: Optional[str] = None,
-               burst: bool = False) -> int:
-    """``actionstream alerts``: forward events until stopped (or idle, ``burst``).
-    ``consumer``: the group consumer name, by default the stable ``alerts_consumer``."""
+def alert_rules(settings: Settings, webhooks: Sequence[str] = (), mqtt: Sequence[str] = ()) -> AlertRules:
+    """The rules of ``settings.alerts_config`` plus a rule sending every event to each
+    ``webhooks`` / ``mqtt`` URL (and ACTIONSTREAM_MQTT_URL); AlertsError when there is no target."""
     for url in webhooks:
         if not url.startswith(("http://", "https://")):
             raise AlertsError(f"--webhook {redact(url)}: not an http(s) URL")
+    mqtt = list(mqtt) or ([settings.mqtt_url] if settings.mqtt_url else [])
+    for url in mqtt:
+        try:
+            check_mqtt_url(url)
+        except ValueError as exc:
+            raise AlertsError(f"--mqtt (or ACTIONSTREAM_MQTT_URL) {redact(url)}: {exc}") from None
+    raw: dict = {"targets": {}, "rules": []}
+    if settings.alerts_config is not None:
+        raw = load_config(settings.alerts_config).model_dump()
+    if webhooks or mqtt:
+        cli = AlertsConfig.simple(webhooks, mqtt, settings.mqtt_topic_prefix, settings.mqtt_end_after_s)
+        raw["targets"].update({f"cli-{name}": t.model_dump() for name, t in cli.targets.items()})
+        raw["rules"].append({"name": "command line", "targets": [f"cli-{n}" for n in cli.targets]})
+    if not raw["targets"]:
+        raise AlertsError("no alert target: give --webhook URL, --mqtt URL or --alerts-config FILE")
+    return AlertRules(parse_config(raw, "alert targets"))
+
+
+def mqtt_sinks(rules: AlertRules, consumer: str, timeout: float = 10.0) -> dict[str, MqttSink]:
+    """A connected (or connecting) :class:`MqttSink` per MQTT target of ``rules``."""
+    sinks = {}
+    for name, target in rules.config.targets.items():
+        if target.mqtt:
+            pub = MqttPublisher(target.mqtt, target.topic_prefix, f"actionstream-{consumer}-{name}")
+            if not pub.wait_connected(timeout):
+                log.warning("alerts %s: mqtt %s not reachable yet; events wait until it is", consumer,
+                            pub.url)
+            sinks[name] = MqttSink(pub, target.end_after_s)
+    return sinks
+
+
+def run_alerts(settings: Settings, webhooks: Sequence[str] = (), consumer: Optional[str] = None,
+               burst: bool = False, mqtt: Sequence[str] = ()) -> int:
+    """``actionstream alerts``: forward events until stopped (or idle, ``burst``).
+    ``consumer``: the group consumer name, by default the stable ``alerts_consumer``."""
+    rules = alert_rules(settings, webhooks, mqtt)
     url = settings.redis_url or DEFAULT_URL
     consumer = consumer or settings.alerts_consumer
-    log.info("alerts %s: forwarding events from %s to %d webhook(s)", consumer, redact(url),
-             len(webhooks))
-    forwarder = AlertForwarder(connect(url), make_app(settings), webhooks, consumer,
-                               deadletter_maxlen=settings.deadletter_maxlen,
-                               claim_idle_ms=int(settings.alerts_claim_idle_s * 1000))
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, forwarder.request_stop)
-    sent = forwarder.run(burst=burst)
-    log.info("alerts %s: %d delivery task(s) queued", consumer, sent)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
+    log.info("alerts %s: forwarding events from %s to target(s) %s by %d rule(s)", consumer,
+             redact(url), sorted(rules.config.targets), len(rules.config.rules))
+    sinks = mqtt_sinks(rules, consumer)
+    try:
+        forwarder = AlertForwarder(connect(url), make_app(settings), (), consumer,
+                                   deadletter_maxlen=settings.deadletter_maxlen,
+                                   claim_idle_ms=int(settings.alerts_claim_idle_s * 1000),
+                                   rules=rules, sinks=sinks)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, forwarder.request_stop)
+        sent = forwarder.run(burst=burst)
+    finally:
+        for sink in sinks.values():
+            sink.publisher.close()
+    log.info("alerts %s: %d delivery task(s) queued, %d MQTT message(s)", consumer, sent,
+             forwarder.metrics["mqtt"])
     return 0
 
 
 def run_alerts_worker(settings: Settings, concurrency: int = 2) -> int:
     """``actionstream alerts-worker``: a Celery worker for the delivery tasks."""
-    argv = ["worker", "-Q", QUEUE, "--concurrency", str(concurrency), "--without-gossip",
-            "--without-mingle", "--loglevel", logging.getLevelName(log.getEffectiveLevel())]
+    metrics.serve(settings.metrics_port, settings.metrics_host)
+    # a thread pool: delivery waits on the network, and task outcomes are counted in this process
+    argv = ["worker", "-Q", QUEUE, "--pool", "threads", "--concurrency", str(concurrency),
+            "--without-gossip", "--without-mingle", "--loglevel",
+            logging.getLevelName(log.getEffectiveLevel())]
     make_app(settings).worker_main(argv)
     return 0
 

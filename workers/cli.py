@@ -37,6 +37,13 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-items", type=int, help="exit after this many stream entries")
     p.add_argument("--exit-on-eos", action="store_true",
                    help="exit once every camera of --cameras reached its end of stream")
+    metrics_arg(p)
+
+
+def metrics_arg(p: argparse.ArgumentParser) -> None:
+    """``--metrics-port``: the option of every long-running command (read by :func:`_settings`)."""
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on "
+                   "http://HOST:PORT/metrics (default: ACTIONSTREAM_METRICS_PORT; 0: none)")
 
 
 # offline tools: their own parsers (and heavy imports) load only when one of them runs
@@ -80,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, help="resize frames to this width")
     p.add_argument("--mode", choices=["live", "replay"])
     p.add_argument("--max-frames", type=int)
+    metrics_arg(p)
     p.set_defaults(func=_cmd_produce)
 
     p = sub.add_parser("pose-worker", help="run the pose stage")
@@ -101,14 +109,32 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=_cmd_up)
 
-    p = sub.add_parser("events", help="print events as JSON lines")
+    p = sub.add_parser("events", help="print events as JSON lines (from the event history when "
+                       "there is one, else from the Redis stream)")
     _common(p)
-    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events (the stream)")
     p.add_argument("--camera", help="only this camera")
+    p.add_argument("--since", metavar="AGE", help="history: only events of the last AGE (30s, 15m, 1h, 2d)")
+    p.add_argument("--label", help="history: only this label")
+    p.add_argument("--limit", type=int, default=100, help="history: at most this many, the newest (100)")
+    p.add_argument("--stream", action="store_true", help="read the Redis events stream, not the history")
     p.set_defaults(func=_cmd_events)
+
+    p = sub.add_parser("history", help="store events (and snapshots) in the SQL event history")
+    _common(p)
+    p.add_argument("--consumer", default=None, help="consumer name in the events group; keep it stable "
+                   "across restarts (default: ACTIONSTREAM_HISTORY_CONSUMER, history-1)")
+    p.add_argument("--claim-idle-s", type=float, default=30.0,
+                   help="claim events pending this long at another consumer (30)")
+    p.add_argument("--burst", action="store_true", help="exit when no event is waiting")
+    metrics_arg(p)
+    p.set_defaults(func=_cmd_history)
 
     p = sub.add_parser("status", help="workers, streams, lags and dead letters")
     _common(p)
+    p.add_argument("--metrics", action="append", default=[], metavar="URL",
+                   help="also read this /metrics endpoint (repeatable; processes with a heartbeat "
+                   "are found on their own)")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("deadletters", help="print dead-letter entries as JSON lines")
@@ -116,19 +142,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=100)
     p.set_defaults(func=_cmd_deadletters)
 
-    p = sub.add_parser("alerts", help="forward events to webhooks through Celery tasks")
+    p = sub.add_parser("alerts", help="forward events to signed webhooks (through Celery) and MQTT")
     _common(p)
-    p.add_argument("--webhook", action="append", required=True, metavar="URL",
+    p.add_argument("--webhook", action="append", default=[], metavar="URL",
                    help="POST each event here (repeatable)")
+    p.add_argument("--mqtt", action="append", default=[], metavar="URL",
+                   help="publish each event to this broker, mqtt://[USER:PASSWORD@]HOST[:PORT] (repeatable; "
+                   "default: ACTIONSTREAM_MQTT_URL)")
+    p.add_argument("--alerts-config", metavar="FILE", help="YAML alert targets and rules "
+                   "(default: ACTIONSTREAM_ALERTS_CONFIG; deploy/alerts.example.yaml)")
     p.add_argument("--consumer", default=None, help="consumer name in the alerts group; keep it stable "
                    "across restarts (default: ACTIONSTREAM_ALERTS_CONSUMER, alerts-1)")
     p.add_argument("--burst", action="store_true", help="exit when no event is waiting")
+    metrics_arg(p)
     p.set_defaults(func=_cmd_alerts)
 
     p = sub.add_parser("alerts-worker", help="run the Celery worker that delivers alerts")
     _common(p)
+    p.add_argument("--alerts-config", metavar="FILE", help="the alerts config whose targets' "
+                   "webhook secrets sign the deliveries (default: ACTIONSTREAM_ALERTS_CONFIG)")
     p.add_argument("--concurrency", type=int, default=2)
+    metrics_arg(p)
     p.set_defaults(func=_cmd_alerts_worker)
+
+    p = sub.add_parser("web", help="serve the web page: live cameras, events with snapshots, health")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
+                   "0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a listening socket handed down by `up`
+    metrics_arg(p)
+    p.set_defaults(func=_cmd_web)
 
     for name, (summary, commands) in TOOLS.items():
         _tool_parser(sub, name, summary, commands)
@@ -139,6 +183,7 @@ def _settings(args, **extra):
     from shared.settings import load_settings
 
     return load_settings(redis_url=getattr(args, "redis", None), mode=getattr(args, "mode", None),
+                         metrics_port=getattr(args, "metrics_port", None),
                          **extra)
 
 
@@ -157,13 +202,21 @@ def _cmd_produce(args) -> int:
                          width=args.width, mode=args.mode)
     check_source(camera)  # a crop outside the frame is bad input, not a source to reopen
     producer = Producer(settings, camera)
+    producer.stats["metrics_url"] = _serve_metrics(settings)
     import signal
 
     signal.signal(signal.SIGTERM, producer.request_stop)
     return producer.run(max_frames=args.max_frames)
 
 
+def _serve_metrics(settings):
+    from shared.metrics import serve
+
+    return serve(settings.metrics_port, settings.metrics_host)
+
+
 def _run_worker(worker, args) -> int:
+    worker.metrics["metrics_url"] = _serve_metrics(worker.settings)
     worker.install_signal_handlers()
     return worker.run(burst=args.burst, max_items=args.max_items, exit_on_eos=args.exit_on_eos)
 
@@ -205,14 +258,34 @@ def _cmd_up(args) -> int:
 
 def _cmd_events(args) -> int:
     from shared.ops import print_events
+    from workers.history.query import print_history
+    from workers.history.store import EventStore, HistoryError, store_exists
 
-    return print_events(_settings(args), follow=args.follow, camera=args.camera)
+    settings = _settings(args)
+    if not args.follow and not args.stream and store_exists(settings):
+        store = EventStore.from_settings(settings)
+        try:
+            return print_history(store, args.since, args.camera, args.label, args.limit)
+        finally:
+            store.close()
+    if args.since or args.label:
+        raise HistoryError("--since and --label read the event history, and there is none (run "
+                           "`actionstream history`, or set ACTIONSTREAM_HISTORY_URL)")
+    return print_events(settings, follow=args.follow, camera=args.camera, out=sys.stdout)
+
+
+def _cmd_history(args) -> int:
+    from workers.history.recorder import run_history
+
+    settings = _settings(args)
+    _serve_metrics(settings)
+    return run_history(settings, args.consumer, burst=args.burst, claim_idle_s=args.claim_idle_s)
 
 
 def _cmd_status(args) -> int:
     from shared.ops import print_status
 
-    return print_status(_settings(args))
+    return print_status(_settings(args), metrics_urls=args.metrics)
 
 
 def _cmd_deadletters(args) -> int:
@@ -224,13 +297,22 @@ def _cmd_deadletters(args) -> int:
 def _cmd_alerts(args) -> int:
     from workers.alerts import run_alerts
 
-    return run_alerts(_settings(args), args.webhook, args.consumer, burst=args.burst)
+    settings = _settings(args, alerts_config=args.alerts_config)
+    return run_alerts(settings, args.webhook, args.consumer, burst=args.burst, mqtt=args.mqtt)
 
 
 def _cmd_alerts_worker(args) -> int:
     from workers.alerts import run_alerts_worker
 
-    return run_alerts_worker(_settings(args), args.concurrency)
+    return run_alerts_worker(_settings(args, alerts_config=args.alerts_config), args.concurrency)
+
+
+def _cmd_web(args) -> int:
+    from workers.web.server import run_web
+
+    settings = _settings(args)
+    _serve_metrics(settings)
+    return run_web(settings, args.host, args.port, args.fd)
 
 
 def _cmd_tool(args) -> int:
@@ -258,9 +340,11 @@ def _cmd_tool(args) -> int:
 # imported (an exception of a module never imported cannot have been raised), so that
 # handling an error imports nothing.
 USER_ERRORS = (("shared.codec", "DecodeError"), ("shared.modelpaths", "ModelNotFound"),
-               ("shared.redis_server", "ServerError"), ("shared.settings", "SettingsError"),
+               ("shared.redis_server", "ServerError"), ("shared.metrics", "MetricsError"),
+               ("shared.settings", "SettingsError"),
                ("producer.sources", "SourceError"), ("workers.runtime", "ModelError"),
-               ("workers.action.card", "CardError"), ("workers.alerts", "AlertsError"))
+               ("workers.action.card", "CardError"), ("workers.alerts", "AlertsError"),
+               ("workers.history.store", "HistoryError"), ("workers.web.server", "WebError"))
 EXTRAS = {"torch": "train", "onnx": "train", "pycocotools": "train", "h5py": "train"}
 
 

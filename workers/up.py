@@ -7,8 +7,10 @@ file sources to their end, drains, writes the requested outputs, stops everythin
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Optional
@@ -17,7 +19,7 @@ from producer.sources import SourceError, open_source
 from shared import keys
 from shared.modelpaths import resolve_action_model, resolve_pose_model
 from shared.redis_server import RedisServer
-from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, redact
+from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, group_lag, redact
 from shared.settings import (Camera, Settings, SettingsError, load_camera_file, load_settings, make_camera,
                              parse_crop)
 from workers.exports import Collector, events_stream_end, write_events, write_skeletons
@@ -127,6 +129,41 @@ def _specs(cameras: list[Camera], settings: Settings, args) -> list[ProcSpec]:
     return specs
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports free on ``host`` now (all bound at once, then let go)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _takes_metrics_port(command: str) -> bool:
+    from workers.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return "--metrics-port" in sub.choices[command]._option_string_actions
+
+
+def _give_metrics_ports(specs: list[ProcSpec], settings: Settings, wanted: bool) -> dict[str, str]:
+    """Metrics on (``--metrics`` or ACTIONSTREAM_METRICS_PORT): each child that serves them
+    gets a free port of its own (``--metrics-port``, over the inherited setting); name -> URL."""
+    if not (wanted or settings.metrics_port):
+        return {}
+    serving = [s for s in specs if _takes_metrics_port(s.argv[0])]
+    urls = {}
+    for spec, port in zip(serving, free_ports(len(serving), settings.metrics_host)):
+        spec.argv += ["--metrics-port", str(port)]
+        host = socket.gethostname() if settings.metrics_host in ("0.0.0.0", "::") else settings.metrics_host
+        urls[spec.name] = f"http://{host}:{port}/metrics"
+    return urls
+
+
 def _progress(total: int, disable: bool):
     from tqdm import tqdm
 
@@ -158,6 +195,49 @@ def _terminate(*_) -> None:
     raise Terminated()
 
 
+def _start_web(args, env: dict[str, str]) -> Optional[Supervisor]:
+    """The web page's process (unless ``--no-web``) on ``--web-port``, or on a free port
+    when that one is taken (bound here and handed down); its URL is printed. It ends with the run."""
+    if getattr(args, "no_web", True):
+        return None
+    from workers.web.server import WebSupervisor, bind_preferred, page_url
+
+    sock = bind_preferred(args.web_host, args.web_port)
+    web = WebSupervisor(sock, env)
+    web.start()
+    print(f"web page: {page_url(args.web_host, sock.getsockname()[1])}", flush=True)
+    return web
+
+
+def _start_history(args, settings: Settings, env: dict[str, str]) -> Optional[Supervisor]:
+    """The event history recorder (unless ``--no-history`` or ``--pose-only``), so the run's
+    events and their snapshots outlive the embedded Redis; its location is printed."""
+    if args.pose_only or getattr(args, "no_history", True):
+        return None
+    from workers.history.store import history_location
+
+    url, snapshots = history_location(settings)
+    history = Supervisor([ProcSpec("history", ["history"])], env)
+    history.start()
+    print(f"event history: {redact(url)} (snapshots in {snapshots}); "
+          "`actionstream events --since 1h` lists it", flush=True)
+    return history
+
+
+def _drain_history(r, history: Optional[Supervisor], events: int, timeout_s: float = 30.0) -> None:
+    """Wait until the recorder has stored every event of the stream (the run has ended)."""
+    if history is None or not events:
+        return
+    from workers.history.recorder import HISTORY_GROUP
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and history.poll():
+        if group_lag(r, keys.EVENTS_STREAM, HISTORY_GROUP) == 0:
+            return
+        time.sleep(0.1)
+    log.warning("up: the event history has not stored every event of the run (see its log)")
+
+
 def run_up(args) -> int:
     cameras = cameras_from_args(args)
     settings = load_settings(redis_url=args.redis, mode=args.mode, pose_model=args.pose_model,
@@ -169,11 +249,18 @@ def run_up(args) -> int:
     url = settings.redis_url or server.url
     log.info("up: %d camera(s), redis %s, mode %s", len(cameras), redact(url), settings.mode)
     extra = {"ACTIONSTREAM_LOG_LEVEL": args.log_level} if args.log_level else {}
-    sup = Supervisor(_specs(cameras, settings, args), child_env(url, extra))
+    specs = _specs(cameras, settings, args)
+    for name, metrics_url in _give_metrics_ports(specs, settings, getattr(args, "metrics", False)).items():
+        print(f"metrics of {name}: {metrics_url}", flush=True)
+    sup = Supervisor(specs, child_env(url, extra))
     t0 = time.monotonic()
     collector: Optional[Collector] = None
+    web: Optional[Supervisor] = None
+    history: Optional[Supervisor] = None
     signal.signal(signal.SIGTERM, _terminate)
     try:
+        web = _start_web(args, child_env(url, extra))
+        history = _start_history(args, settings, child_env(url, extra))
         r = connect(url)
         collector = Collector(r, [c.id for c in cameras], bool(args.skeletons_out or args.annotate_out),
                               events_stream_end(r))
@@ -185,6 +272,7 @@ def run_up(args) -> int:
             log.error("up: %s failed (exit codes %s)", child.spec.name, child.history)
         if failed:
             return 1
+        _drain_history(r, history, len(collector.events))
         _write_outputs(args, cameras, settings, collector)
         _report(collector, time.monotonic() - t0)
         return 0
@@ -194,6 +282,9 @@ def run_up(args) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second one must not cut it short
         sup.stop()
+        for extra_proc in (web, history):
+            if extra_proc is not None:
+                extra_proc.stop()
         if server is not None:
             server.cleanup()
         if collector is not None:

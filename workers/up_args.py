@@ -27,3 +27,11 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pose-only", action="store_true",
                    help="run no action stage: skeletons only (e.g. to build training data)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-web", action="store_true", help="do not serve the web page")
+    p.add_argument("--no-history", action="store_true",
+                   help="do not record the run's events in the event history (ACTIONSTREAM_HISTORY_URL)")
+    p.add_argument("--web-port", type=int, default=8080,
+                   help="the web page's port (default 8080; a free one when that is taken)")
+    p.add_argument("--web-host", default="127.0.0.1", help="the web page's address (default 127.0.0.1)")
+    p.add_argument("--metrics", action="store_true", help="each process serves Prometheus metrics on a "
+                   "free port of its own, printed at the start (also when ACTIONSTREAM_METRICS_PORT is set)")

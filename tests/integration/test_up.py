@@ -88,3 +88,34 @@ def test_a_pose_worker_given_the_wrong_model_says_so():
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert "is not a mobilenet_thin model" in proc.stderr
+
+
+def test_up_records_the_runs_events_in_the_event_history(tmp_path):
+    """The run's events outlive its embedded Redis: `up` runs the history recorder, and the
+    events (with their snapshots) are in the SQLite history when it has ended."""
+    import cv2
+
+    from shared.settings import load_settings
+    from workers.history.store import EventStore
+
+    video = shared_path("data", "urfd", "fall-05-cam0.mp4")
+    data, ev = tmp_path / "data", tmp_path / "ev.jsonl"
+    env = {"ACTIONSTREAM_SHARED_DIR": str(shared_path()), "ACTIONSTREAM_DATA_DIR": str(data)}
+    proc = _up("--source", str(video), "--camera", "urfd-fall-05", "--crop", "320,0,320,240",
+               "--no-web", "--events-out", str(ev), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "event history: sqlite:///" in proc.stdout
+    run_ids = {codec.decode_event(line).id for line in ev.read_text().splitlines()}
+    assert run_ids, "the held-out fall raised no event"
+
+    store = EventStore.from_settings(load_settings(data_dir=data))
+    rows = store.query(camera="urfd-fall-05")
+    assert {row["id"] for row in rows} == run_ids
+    for row in rows:
+        image = cv2.imread(str(store.snapshot_path(row["id"])))
+        assert image is not None and image.shape[:2] == (240, 320), row
+
+    bare = _up("--source", str(video), "--camera", "urfd-fall-05", "--crop", "320,0,320,240",
+               "--no-web", "--no-history", env=dict(env, ACTIONSTREAM_DATA_DIR=str(tmp_path / "none")))
+    assert bare.returncode == 0, bare.stderr[-3000:]
+    assert not (tmp_path / "none").exists()

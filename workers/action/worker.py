@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from shared import codec, keys
+from shared import codec, keys, metrics
 from shared.codec import DecodeError
 from shared.redisio import processed_tail
 from shared.schemas import EndOfStream, Event, Skeletons
@@ -138,6 +138,9 @@ class ActionWorker(StageWorker):
 
     def _count(self, result, seconds: float) -> None:
         self.metrics["classify_s"] += seconds
+        model = self.classifier.card.name
+        metrics.INFERENCE_SECONDS.labels(self.stage, model).observe(seconds)
+        metrics.INFERENCE_ITEMS.labels(self.stage, model).observe(len(result.refs))
         self.metrics["classify_calls"] += 1
         self.metrics["windows"] += len(result.refs)
         self._report()
@@ -173,11 +176,13 @@ class ActionWorker(StageWorker):
             args=[EVENT_GUARD_TTL_S, raw, keys.EVENTS_CHANNEL, self.settings.events_maxlen])
         if wrote:
             self.metrics["events"] += 1
+            metrics.EVENTS.labels(event.label).inc()
             log.info("camera %s track %d: %s %.2f (frames %d-%d) event %s", event.camera,
                      event.track_id, event.label, event.score, event.frame_start,
                      event.frame_end, event.id)
         else:
             self.metrics["duplicates"] += 1
+            metrics.EVENT_DUPLICATES.inc()
             log.info("camera %s track %d: event %s was already written; not repeated",
                      event.camera, event.track_id, event.id)
 

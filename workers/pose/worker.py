@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Optional
 
-from shared import codec, keys
+from shared import codec, keys, metrics
 from shared.codec import DecodeError
 from shared.redisio import group_lag
 from shared.schemas import EndOfStream, Frame, Skeletons
@@ -102,6 +102,7 @@ class PoseWorker(StageWorker):
                 frames.append((entry, msg))  # keeps the camera's order
             elif self._stale(msg):
                 self.metrics["skipped_stale"] += 1
+                metrics.FRAMES_SKIPPED.labels(self.stage, entry.camera, "stale").inc()
                 out.done.append(entry)
             else:
                 frames.append((entry, msg))
@@ -134,7 +135,10 @@ class PoseWorker(StageWorker):
     def _infer(self, images):
         t0 = time.perf_counter()
         people = self.model.infer(images)
-        self.metrics["model_s"] += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.metrics["model_s"] += seconds
+        metrics.INFERENCE_SECONDS.labels(self.stage, self.model_name).observe(seconds)
+        metrics.INFERENCE_ITEMS.labels(self.stage, self.model_name).observe(len(images))
         self.metrics["model_calls"] += 1
         if len(people) != len(images):
             raise RuntimeError(f"pose model returned {len(people)} results for {len(images)} frames")
@@ -154,6 +158,10 @@ class PoseWorker(StageWorker):
                                  tuple(tracked), self.model_name)
                 out.outputs.append(Output(stream, codec.encode_skeletons(skel),
                                           self.settings.skeleton_maxlen))
+                if self.settings.snapshot_frames:  # the frame with its skeletons, for event snapshots
+                    out.outputs.append(Output(keys.recent_frames_stream(msg.camera),
+                                              {**codec.encode_skeletons(skel), "jpeg": msg.jpeg},
+                                              self.settings.snapshot_frames))
                 cams[msg.camera] = msg.seq
             out.done.append(entry)
         for cam, seq in cams.items():
