@@ -55,8 +55,8 @@ EVENT_DUPLICATES = Counter("actionstream_event_duplicates_total", "Events not wr
                            "id was written before (a redelivered window)")
 DEAD_LETTERS = Counter("actionstream_dead_letters_total", "Entries put on the dead-letter stream, by kind of "
                        "reason", ["stage", "reason"])
-RECONNECTS = Counter("actionstream_reconnects_total", "Times a process lost Redis (target redis) or a "
-                     "producer its live source (target source) and tried again", ["component", "target"])
+RECONNECTS = Counter("actionstream_reconnects_total", "Times a process lost what it needs (target redis, "
+                     "database, mqtt, or a producer's live source) and tried again", ["component", "target"])
 ALERT_TASKS = Counter("actionstream_alert_tasks_queued_total", "Delivery tasks the alert forwarder queued")
 CELERY_TASKS = Counter("actionstream_celery_tasks_total", "Celery task outcomes in this worker: success, "
                        "retry, failure", ["task", "outcome"])

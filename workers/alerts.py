@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import signal
 import socket
 import ssl
@@ -41,10 +40,10 @@ from typing import Callable, Mapping, Optional, Sequence
 import redis
 from celery import Celery, signals
 
-from shared import claiming, codec, keys, metrics
+from shared import codec, keys, metrics
+from shared.follower import StreamFollower
 from shared.ops import DEFAULT_URL
-from shared.reading import read_group
-from shared.redisio import CONNECTION_ERRORS, add_dead_letter, connect, ensure_group, redact
+from shared.redisio import connect, redact
 from shared.settings import Settings, SettingsError, load_settings
 from workers.alerting import webhooks as signing
 from workers.alerting.mqtt import MqttPublisher, MqttSink, MqttUnavailable
@@ -166,11 +165,14 @@ def deliver_webhook(event: dict, url: str, timeout: float = TIMEOUT_S, secret: O
     return status
 
 
-class AlertForwarder:
-    """Follows the events stream in group ``alerts``: one task per (event, webhook), acked
-    after enqueueing. The loop's parts as the stages use them: a stable consumer name (a
-    restart reads its own pending events first), claim of other consumers' events pending
-    longer than ``claim_idle_ms`` (a crashed pod's), reconnect with capped backoff."""
+class AlertForwarder(StreamFollower):
+    """Follows the events stream in group ``alerts`` (:class:`StreamFollower`: a stable
+    consumer name, claim of a crashed pod's pending events, reconnect with backoff): MQTT
+    messages, then one task per (event, webhook), acked after enqueueing. While the broker
+    is away the event stays pending (:class:`MqttUnavailable` is retried)."""
+
+    group = ALERTS_GROUP
+    retry_errors = (MqttUnavailable,)
 
     def __init__(self, r: redis.Redis, celery: Celery, webhooks: Sequence[str] = (),
                  consumer: str = "alerts-1", block_ms: int = 1000,
@@ -178,8 +180,10 @@ class AlertForwarder:
                  rules: Optional[AlertRules] = None, sinks: Optional[Mapping[str, MqttSink]] = None,
                  clock: Callable[[], float] = time.time) -> None:
         """``rules`` (default: every event to each of ``webhooks``) route events to targets;
-        ``sinks``: an :class:`MqttSink` for each MQTT target of the rules."""
-        self.r, self.celery, self.clock = r, celery, clock
+        ``sinks``: an :class:`MqttSink` for each MQTT target of the rules; ``clock``: wall
+        time for the rules' quiet hours and the incidents."""
+        super().__init__(r, keys.EVENTS_STREAM, consumer, block_ms, deadletter_maxlen, claim_idle_ms)
+        self.celery, self.clock = celery, clock
         self.rules = rules or AlertRules(AlertsConfig.simple(webhooks))
         targets = self.rules.config.targets
         self.webhooks = {name: t.webhook for name, t in targets.items() if t.webhook}
@@ -187,82 +191,26 @@ class AlertForwarder:
         missing = sorted(name for name, t in targets.items() if t.mqtt and name not in self.sinks)
         if missing:
             raise AlertsError(f"MQTT target(s) {missing} have no publisher")
-        self.consumer, self.block_ms, self.claim_idle_ms = consumer, block_ms, claim_idle_ms
-        self.deadletter_maxlen = deadletter_maxlen
-        self.metrics = {"sent": 0, "events": 0, "dead": 0, "claimed": 0, "reconnects": 0,
-                        "mqtt": 0, "filtered": 0}
-        self.backlog = True  # own pending entries first (a restart), then new ones
-        self._next_claim = 0.0
-        self._stop = False
+        self.metrics.update(sent=0, events=0, mqtt=0, filtered=0)
 
-    def request_stop(self, *_) -> None:
-        self._stop = True
+    def unreachable(self, exc: BaseException) -> str:
+        return "mqtt" if isinstance(exc, MqttUnavailable) else "redis"
 
-    def run(self, burst: bool = False) -> int:
-        """Forward until stopped (``burst``: until nothing is left); tasks enqueued."""
-        backoff = 0.2
-        while not self._stop:
-            try:
-                ensure_group(self.r, keys.EVENTS_STREAM, ALERTS_GROUP)
-                got = self.tick()
-                backoff = 0.2
-            except MqttUnavailable as exc:  # the event stays pending; retried from the backlog
-                log.warning("alerts %s: %s; retrying in %.1f s", self.consumer, exc, backoff)
-                time.sleep(backoff * (0.5 + random.random()))
-                backoff, self.backlog = min(backoff * 2, 10.0), True
-                continue
-            except CONNECTION_ERRORS as exc:
-                self.metrics["reconnects"] += 1
-                metrics.RECONNECTS.labels(ALERTS_GROUP, "redis").inc()
-                log.warning("alerts %s: redis unreachable (%s); retrying in %.1f s", self.consumer,
-                            exc, backoff)
-                time.sleep(backoff * (0.5 + random.random()))
-                backoff, self.backlog = min(backoff * 2, 10.0), True
-                continue
-            if burst and not got and not self.backlog:
-                break
+    def result(self) -> int:
         return self.metrics["sent"]
 
-    def tick(self) -> int:
-        """Claim stale events (now and then), read a batch, forward it; entries read."""
-        now = time.monotonic()
-        if now >= self._next_claim:
-            claimed = claiming.claim(self.r, keys.EVENTS_STREAM, ALERTS_GROUP, self.consumer,
-                                     min_idle_ms=self.claim_idle_ms)
-            if claimed:
-                log.info("alerts %s: claimed %d event(s) pending at other consumers", self.consumer,
-                         claimed)
-                self.metrics["claimed"] += claimed
-                self.backlog = True
-            self._next_claim = now + self.claim_idle_ms / 2000
-        entries = []
-        if self.backlog:
-            entries = self._read("0", None)
-            self.backlog = bool(entries)
-        if not entries:
-            entries = self._read(">", self.block_ms)
-        for e in entries:
-            self.forward_one(e.id, e.fields)
+    def handle(self, entry_id, fields: dict) -> None:
+        self.forward_one(entry_id, fields)
+
+    def after_read(self) -> None:
         for sink in self.sinks.values():  # incidents quiet for end_after_s: their `end`
             self.metrics["mqtt"] += sink.expire(self.clock())
-        return len(entries)
-
-    def _read(self, start: str, block: Optional[int]):
-        return read_group(self.r, ALERTS_GROUP, self.consumer, {keys.EVENTS_STREAM: start},
-                          count=100, block=block)
 
     def forward_one(self, entry_id, fields: dict) -> int:
         try:
             event = codec.decode_event(fields.get(b"event", b""))
         except codec.DecodeError as exc:
-            pipe = self.r.pipeline()
-            add_dead_letter(pipe, ALERTS_GROUP, keys.EVENTS_STREAM, entry_id, fields,
-                            f"undecodable event: {exc}", self.deadletter_maxlen)
-            pipe.xack(keys.EVENTS_STREAM, ALERTS_GROUP, entry_id)
-            pipe.execute()
-            self.metrics["dead"] += 1
-            metrics.count_dead(ALERTS_GROUP, [f"undecodable event: {exc}"])
-            log.warning("event entry %s: dead-lettered: %s", entry_id, exc)
+            self.dead_letter(entry_id, fields, f"undecodable event: {exc}")
             return 0
         now = self.clock()
         saved = self.rules.state()

@@ -14,7 +14,6 @@ Retention: events older than ``history_retention_days`` are purged now and then.
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import threading
 import time
@@ -23,10 +22,10 @@ from typing import Callable, Optional
 import redis
 import sqlalchemy as sa
 
-from shared import claiming, codec, keys
+from shared import codec, keys
+from shared.follower import StreamFollower
 from shared.ops import DEFAULT_URL
-from shared.reading import read_group
-from shared.redisio import CONNECTION_ERRORS, add_dead_letter, connect, ensure_group, redact
+from shared.redisio import connect, redact
 from shared.settings import Settings
 from workers.history.snapshots import snapshot_for
 from workers.history.store import EventStore, HistoryError, check_event, redacted
@@ -38,81 +37,42 @@ PURGE_EVERY_S = 600.0
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
 
 
-class HistoryRecorder:
-    """Follows the events stream in group ``events`` into an :class:`EventStore`."""
+class HistoryRecorder(StreamFollower):
+    """Follows the events stream in group ``events`` (:class:`StreamFollower`) into an
+    :class:`EventStore`; a database away is retried like a lost Redis."""
+
+    group = HISTORY_GROUP
+    retry_errors = DB_ERRORS
 
     def __init__(self, r: redis.Redis, store: EventStore, consumer: str = "history-1",
                  block_ms: int = 1000, deadletter_maxlen: int = 10000, claim_idle_ms: int = 30_000,
                  retention_s: Optional[float] = None, snapshots: bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.r, self.store, self.consumer = r, store, consumer
-        self.block_ms, self.claim_idle_ms = block_ms, claim_idle_ms
-        self.deadletter_maxlen, self.retention_s, self.snapshots = deadletter_maxlen, retention_s, snapshots
-        self.clock = clock
-        self.metrics = {"stored": 0, "duplicates": 0, "snapshots": 0, "dead": 0, "claimed": 0,
-                        "reconnects": 0, "purged": 0}
-        self.backlog = True  # own pending entries first (a restart), then new ones
-        self._next_claim = self._next_purge = 0.0
-        self._stop = False
+        super().__init__(r, keys.EVENTS_STREAM, consumer, block_ms, deadletter_maxlen, claim_idle_ms, clock)
+        self.store, self.retention_s, self.snapshots = store, retention_s, snapshots
+        self.metrics.update(stored=0, duplicates=0, snapshots=0, purged=0)
+        self._next_purge = 0.0
 
-    def request_stop(self, *_) -> None:
-        self._stop = True
+    def unreachable(self, exc: BaseException) -> str:
+        return "database" if isinstance(exc, DB_ERRORS) else "redis"
 
-    def run(self, burst: bool = False) -> int:
-        """Store events until stopped (``burst``: until nothing is left); events stored."""
-        backoff = 0.2
-        while not self._stop:
-            try:
-                ensure_group(self.r, keys.EVENTS_STREAM, HISTORY_GROUP)
-                got = self.tick()
-                backoff = 0.2
-            except (*CONNECTION_ERRORS, *DB_ERRORS) as exc:
-                self.metrics["reconnects"] += 1
-                what = "database" if isinstance(exc, DB_ERRORS) else "redis"
-                log.warning("history %s: %s unreachable (%s); retrying in %.1f s", self.consumer, what,
-                            str(exc).splitlines()[0], backoff)
-                time.sleep(backoff * (0.5 + random.random()))
-                backoff, self.backlog = min(backoff * 2, 10.0), True
-                continue
-            if burst and not got and not self.backlog:
-                break
+    def result(self) -> int:
         return self.metrics["stored"]
 
-    def tick(self) -> int:
-        """Purge and claim (now and then), read a batch, store it; entries read."""
-        now = self.clock()
+    def handle(self, entry_id, fields: dict) -> None:
+        self.store_one(entry_id, fields)
+
+    def before_read(self, now: float) -> None:
         if self.retention_s is not None and now >= self._next_purge:
             self.metrics["purged"] += self.store.purge(self.retention_s)
             self._next_purge = now + PURGE_EVERY_S
-        if now >= self._next_claim:
-            claimed = claiming.claim(self.r, keys.EVENTS_STREAM, HISTORY_GROUP, self.consumer,
-                                     min_idle_ms=self.claim_idle_ms)
-            if claimed:
-                log.info("history %s: claimed %d event(s) pending at other consumers", self.consumer,
-                         claimed)
-                self.metrics["claimed"] += claimed
-                self.backlog = True
-            self._next_claim = now + self.claim_idle_ms / 2000
-        entries = []
-        if self.backlog:
-            entries = self._read("0", None)
-            self.backlog = bool(entries)
-        if not entries:
-            entries = self._read(">", self.block_ms)
-        for e in entries:
-            self.store_one(e.id, e.fields)
-        return len(entries)
-
-    def _read(self, start: str, block: Optional[int]):
-        return read_group(self.r, HISTORY_GROUP, self.consumer, {keys.EVENTS_STREAM: start},
-                          count=100, block=block)
 
     def store_one(self, entry_id, fields: dict) -> bool:
         """Store one entry's event (acked after the commit); True when a row was added."""
         try:
             event = check_event(codec.decode_event(fields.get(b"event", b"")))
         except (codec.DecodeError, HistoryError) as exc:
-            self._dead_letter(entry_id, fields, f"undecodable event: {exc}")
+            self.dead_letter(entry_id, fields, f"undecodable event: {exc}")
             return False
         added = False
         if self.store.get(event.id) is None:  # a redelivery needs no second picture
@@ -120,7 +80,7 @@ class HistoryRecorder:
             try:
                 added = self.store.add(event, snapshot)
             except (sa.exc.DataError, sa.exc.IntegrityError) as exc:  # a row the database refuses
-                self._dead_letter(entry_id, fields, f"the database refused the event: {exc.orig}")
+                self.dead_letter(entry_id, fields, f"the database refused the event: {exc.orig}")
                 return False
             self.metrics["snapshots"] += int(added and snapshot is not None)
         self.r.xack(keys.EVENTS_STREAM, HISTORY_GROUP, entry_id)
@@ -133,15 +93,6 @@ class HistoryRecorder:
             log.info("camera %s track %d: event %s was stored already", event.camera, event.track_id,
                      event.id)
         return added
-
-    def _dead_letter(self, entry_id, fields: dict, reason: str) -> None:
-        pipe = self.r.pipeline()
-        add_dead_letter(pipe, HISTORY_GROUP, keys.EVENTS_STREAM, entry_id, fields, reason,
-                        self.deadletter_maxlen)
-        pipe.xack(keys.EVENTS_STREAM, HISTORY_GROUP, entry_id)
-        pipe.execute()
-        self.metrics["dead"] += 1
-        log.warning("event entry %s: dead-lettered: %s", entry_id, reason)
 
 
 def run_history(settings: Settings, consumer: Optional[str] = None, burst: bool = False,
