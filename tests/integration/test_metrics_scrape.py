@@ -23,6 +23,7 @@ from shared.schemas import Frame
 from shared.settings import load_settings, make_camera
 from tests.conftest import shared_path
 from tests.procs import wait_until
+from tests.webhook_receiver import WebhookReceiver, planned
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,34 +148,6 @@ def test_up_gives_each_child_a_metrics_port_of_its_own_and_prints_it(redis_url):
             proc.wait()
 
 
-class _Receiver:
-    """A webhook receiver: per path the status codes to answer with (the last repeats)."""
-
-    def __init__(self, plan: dict[str, list[int]]):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with lock:
-                    codes = plan.get(self.path, [404])
-                    code = codes.pop(0) if len(codes) > 1 else codes[0]
-                self.send_response(code)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
-
-
 def test_the_alerts_worker_counts_task_outcomes(r, redis_url):
     """The forwarder counts the tasks it queued; a real Celery worker process counts a delivery
     that succeeds, one retried after a 503, one refused for good (404) on its /metrics."""
@@ -182,7 +155,7 @@ def test_the_alerts_worker_counts_task_outcomes(r, redis_url):
     from shared.settings import Settings
     from workers import alerts
 
-    hooks = _Receiver({"/ok": [200], "/flaky": [503, 200], "/gone": [404]})
+    hooks = WebhookReceiver(planned({"/ok": [200], "/flaky": [503, 200], "/gone": [404]}))
     port = _free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url)

@@ -3,13 +3,11 @@ served by a real HTTP server; Celery refuses anything but JSON."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,44 +15,21 @@ from shared import codec, keys
 from shared.schemas import Event
 from shared.settings import Settings
 from tests.conftest import ROOT
+from tests.webhook_receiver import WebhookReceiver, planned
 from workers import alerts
 
 
-class Hooks:
+class Hooks(WebhookReceiver):
     """A webhook server: per path a list of status codes to answer with (the last repeats)."""
 
     def __init__(self, plan: dict[str, list[int]]):
-        self.plan, self.calls, self.lock = plan, [], threading.Lock()
-        hooks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with hooks.lock:
-                    codes = hooks.plan.get(self.path, [404])
-                    code = codes.pop(0) if len(codes) > 1 else codes[0]
-                    hooks.calls.append((self.path, code, dict(self.headers), body))
-                self.send_response(code)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
+        super().__init__(planned(plan))
 
     def delivered(self, path: str) -> list[dict]:
-        with self.lock:
-            return [json.loads(b) for p, code, _, b in self.calls if p == path and code == 200]
+        return self.bodies(path, 200)
 
     def wait(self, path: str, n: int, timeout: float = 60.0) -> list[dict]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and len(self.delivered(path)) < n:
-            time.sleep(0.2)
-        return self.delivered(path)
+        return super().wait(path, n, 200, timeout)
 
 
 @pytest.fixture

@@ -12,11 +12,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -24,6 +22,7 @@ from shared import codec, keys
 from shared.schemas import Event
 from shared.settings import Settings, SettingsError
 from tests.conftest import ROOT
+from tests.webhook_receiver import WebhookReceiver
 from workers import alerts
 
 SECRET_A = "whsec_" + base64.b64encode(b"secret-of-target-a-32-bytes-long").decode()
@@ -42,40 +41,17 @@ def verify(secret: str, headers, body: bytes, tolerance_s: float = 300) -> bool:
                for version, _, sig in (s.partition(",") for s in sigs.split()))
 
 
-class Receiver:
+class Receiver(WebhookReceiver):
     """Per path the secret to verify with; 204 when the signature holds, 401 when not."""
 
     def __init__(self, secrets: dict[str, str]):
-        self.secrets, self.calls, self.lock = secrets, [], threading.Lock()
-        me = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                ok = verify(me.secrets[self.path], self.headers, body)
-                with me.lock:
-                    me.calls.append((self.path, ok, self.headers, body))  # case-insensitive
-                self.send_response(204 if ok else 401)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
+        super().__init__(lambda path, headers, body: 204 if verify(secrets[path], headers, body) else 401)
 
     def verified(self, path: str) -> list[dict]:
-        with self.lock:
-            return [json.loads(b) for p, ok, _, b in self.calls if p == path and ok]
+        return self.bodies(path, 204)
 
     def wait(self, path: str, n: int, timeout: float = 60.0) -> list[dict]:
-        end = time.monotonic() + timeout  # a hang guard, not a speed assertion
-        while time.monotonic() < end and len(self.verified(path)) < n:
-            time.sleep(0.05)
-        return self.verified(path)
+        return super().wait(path, n, 204, timeout)
 
 
 @pytest.fixture
@@ -93,8 +69,8 @@ def ev(n: int, camera: str = "cam-1", score: float = 0.9) -> Event:
 def test_a_delivery_is_signed_and_verifies(receiver):
     body = codec.event_to_dict(ev(1))
     assert alerts.deliver_webhook(body, receiver.url("/a"), secret=SECRET_A) == 204
-    ((path, ok, headers, raw),) = receiver.calls
-    assert ok and headers["webhook-id"] == ev(1).id == headers["Idempotency-Key"]
+    ((path, code, headers, raw),) = receiver.calls
+    assert code == 204 and headers["webhook-id"] == ev(1).id == headers["Idempotency-Key"]
     assert headers["webhook-signature"].startswith("v1,") and json.loads(raw) == body
 
 
@@ -102,7 +78,7 @@ def test_a_delivery_is_signed_and_verifies(receiver):
 def test_a_tampered_delivery_is_rejected(receiver, tamper):
     """A delivery signed for /a, replayed with one part changed: the receiver refuses it."""
     assert alerts.deliver_webhook(codec.event_to_dict(ev(1)), receiver.url("/a"), secret=SECRET_A) == 204
-    (_, ok, headers, body) = receiver.calls[0]
+    (_, _, headers, body) = receiver.calls[0]
     headers = {k.lower(): v for k, v in headers.items() if k.lower().startswith("webhook-")}
     path = "/a"
     if tamper == "body":
@@ -159,7 +135,7 @@ def test_events_reach_receivers_signed_per_target(r, redis_url, receiver, tmp_pa
         a, b = receiver.wait("/a", 3), receiver.wait("/b", 1)
         assert sorted(e["id"] for e in a) == sorted(x.id for x in (ev(1), ev(2, "cam-2"), ev(3)))
         assert [e["id"] for e in b] == [ev(1).id]
-        assert all(ok for _, ok, _, _ in receiver.calls), log.read_text()[-3000:]
+        assert all(code == 204 for _, code, _, _ in receiver.calls), log.read_text()[-3000:]
     finally:
         worker.terminate()
         worker.wait(timeout=30)
