@@ -1,7 +1,8 @@
 """Exactly-once alerts through kill -9: a replay of several real falls back to back (one
 camera, longer than the action window) with the producer, the pose worker and the action
 worker as separate processes, as `up` runs them. Each disturbed run kills -9 the pose
-worker and then the action worker at random points (restarting each at once) and compares
+worker and then the action worker at random points of their work (restarting each at
+once; the point is a frame count drawn at random, so every kill lands) and compares
 its set of event ids with the undisturbed run's.
 
     python tests/benchmarks/kill_replay.py --clips 10 --runs 20 --seed 1
@@ -100,10 +101,26 @@ def event_ids(r: redis.Redis) -> list[str]:
     return [json.loads(f[b"event"])["id"] for _, f in r.xrange(keys.EVENTS_STREAM)]
 
 
+def progress(r: redis.Redis, role: str) -> int:
+    """Frames ``role`` has done on camera ``cam``: skeleton entries written (pose), skeleton
+    entries read and acked by the action group (action)."""
+    stream = keys.skeletons_stream("cam")
+    if role == "pose":
+        return r.xlen(stream)
+    try:
+        groups = r.xinfo_groups(stream)
+    except redis.ResponseError:
+        return 0
+    for g in groups:
+        if g["name"] in (b"action", "action"):
+            return int(g.get("entries-read") or 0) - int(g["pending"])
+    return 0
+
+
 def replay(url: str, video: Path, env: dict, log_dir: Path, name: str,
-           kills: list[tuple[float, str]], timeout: float) -> tuple[list[str], float, list[str]]:
-    """Run one replay, killing at ``kills`` (seconds after start, role); (event ids, wall s,
-    kills that landed)."""
+           kills: list[tuple[int, str]], timeout: float) -> tuple[list[str], float, list[str]]:
+    """Run one replay, killing ``role`` once it has done ``frames`` frames (``kills``: (frames,
+    role), in order); (event ids, wall s, kills that landed)."""
     r = redis.Redis.from_url(url)
     r.flushdb()
     run = Run(url, video, env, log_dir, name)
@@ -111,12 +128,11 @@ def replay(url: str, video: Path, env: dict, log_dir: Path, name: str,
     for role in ("producer", "pose", "action"):
         run.spawn(role)
     landed = []
-    for at, role in kills:
-        delay = t0 + at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+    for frames, role in kills:
+        while progress(r, role) < frames and run.procs[role].poll() is None:
+            time.sleep(0.02)
         if run.kill(role):
-            landed.append(f"{role}@{at:.1f}s")
+            landed.append(f"{role}@frame {progress(r, role)}")
     run.wait(timeout)
     return event_ids(r), time.monotonic() - t0, landed
 
@@ -148,10 +164,10 @@ def main(argv=None) -> int:
               f"{sorted(base)}", flush=True)
         failures = 0
         for k in range(1, args.runs + 1):
-            t_pose = rng.uniform(0.1, 0.6) * wall
-            t_action = rng.uniform(t_pose / wall + 0.05, 0.9) * wall
+            at_pose = rng.randrange(frames // 20, frames * 9 // 10)  # a random point of each stage's work
+            at_action = rng.randrange(frames // 20, frames * 9 // 10)
             ids, took, landed = replay(server.url, video, env, log_dir, f"run{k:02d}",
-                                       [(t_pose, "pose"), (t_action, "action")], args.timeout)
+                                       [(at_pose, "pose"), (at_action, "action")], args.timeout)
             same = sorted(ids) == sorted(base)
             failures += not same
             extra = sorted(set(ids) - set(base)) + sorted(i for i in set(ids) if ids.count(i) > 1)
