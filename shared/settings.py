@@ -191,14 +191,21 @@ def parse_crop(text: str) -> tuple[int, int, int, int]:
     return parts  # type: ignore[return-value]
 
 
-def load_camera_file(path: str | Path) -> list[Camera]:
+def read_yaml(path: str | Path, what: str):
+    """The YAML document in ``path``; :class:`SettingsError` naming ``what`` and the file when
+    it cannot be read or parsed."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise SettingsError(f"camera file {path}: {exc.strerror}") from None
+        raise SettingsError(f"{what} {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise SettingsError(f"camera file {path} is not valid YAML: {exc}") from None
+        raise SettingsError(f"{what} {path} is not valid YAML: {exc}") from None
+
+
+def load_camera_file(path: str | Path) -> list[Camera]:
+    path = Path(path)
+    raw = read_yaml(path, "camera file")
     try:
         return CameraFile.model_validate(raw).cameras
     except ValidationError as exc:

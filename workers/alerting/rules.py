@@ -17,12 +17,11 @@ from typing import Optional, Sequence
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from shared.keys import check_camera_id
 from shared.schemas import Event
-from shared.settings import SettingsError
+from shared.settings import SettingsError, read_yaml
 from workers.alerting.webhooks import check_secret
 
 QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
@@ -188,14 +187,7 @@ def parse_config(raw, where: str = "alerts config") -> AlertsConfig:
 
 
 def load_config(path: str | Path) -> AlertsConfig:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SettingsError(f"alerts config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"alerts config {path} is not valid YAML: {exc}") from None
-    return parse_config(raw, f"alerts config {path}")
+    return parse_config(read_yaml(path, "alerts config"), f"alerts config {path}")
 
 
 class AlertRules:

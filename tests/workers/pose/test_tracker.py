@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from shared.skeleton import Person, box_from_keypoints
+from tests.workers.pose.tracking import assert_same_updates, resumed, run
 from workers.pose.tracker import Tracker, TrackerConfig, TrackUpdate, box_iou, similarity
 
 # OpenPose-18 joints of a standing person, (dx, dy) in body heights from the feet centre.
@@ -30,10 +31,6 @@ def person(x: float, feet_y: float = 300.0, height: float = 170.0, angle: float 
     pad = 0.05 * height
     box = box_from_keypoints(kp) + np.array([-pad, -pad, pad, pad])
     return Person(kp if keypoints else np.zeros((18, 3)), box, score)
-
-
-def run(tracker: Tracker, frames) -> list[TrackUpdate]:
-    return [tracker.update(people) for people in frames]
 
 
 def ids_by_score(updates: list[TrackUpdate]) -> dict[float, Counter]:
@@ -267,20 +264,6 @@ def test_one_threshold_is_the_old_tracker():
 
 
 # -- exact state for takeovers ----------------------------------------------------------
-
-def resumed(state: dict, config: TrackerConfig) -> Tracker:
-    return Tracker.from_state(json.loads(json.dumps(state)), config)
-
-
-def assert_same_updates(a: list[TrackUpdate], b: list[TrackUpdate]) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.ended == y.ended
-        assert [(p.track_id, p.score) for p in x.people] == [(p.track_id, p.score) for p in y.people]
-        for p, q in zip(x.people, y.people):
-            np.testing.assert_array_equal(p.keypoints, q.keypoints)
-            np.testing.assert_array_equal(p.box, q.box)
-
 
 def test_state_round_trip_at_every_frame_of_a_synthetic_scene():
     frames = crossing(5.0, 20.0, 6) + fall(10, 90.0, 3.0, bystander=True) + [[]] * 20

@@ -13,26 +13,8 @@ import pytest
 
 from shared.skeleton import Person
 from tests.conftest import shared_path as shared_file
-from workers.pose.tracker import Tracker, TrackerConfig, TrackUpdate
-
-
-def run(tracker: Tracker, frames) -> list[TrackUpdate]:
-    return [tracker.update(people) for people in frames]
-
-
-def resumed(state: dict, config: TrackerConfig) -> Tracker:
-    """A tracker resumed from ``state`` after a JSON round trip (as a takeover does)."""
-    return Tracker.from_state(json.loads(json.dumps(state)), config)
-
-
-def assert_same_updates(a: list[TrackUpdate], b: list[TrackUpdate]) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.ended == y.ended
-        assert [(p.track_id, p.score) for p in x.people] == [(p.track_id, p.score) for p in y.people]
-        for p, q in zip(x.people, y.people):
-            np.testing.assert_array_equal(p.keypoints, q.keypoints)
-            np.testing.assert_array_equal(p.box, q.box)
+from tests.workers.pose.tracking import assert_same_updates, resumed, run
+from workers.pose.tracker import Tracker, TrackerConfig
 
 
 # -- real data: MoveNet on a UR Fall clip ------------------------------------------------
