@@ -44,20 +44,26 @@ def r(redis_url):
 ACTION_LABELS = ("upright", "falling", "lying")
 
 
-@pytest.fixture(scope="session")
-def seeded_action_model(tmp_path_factory):
-    """A real ST-GCN (seeded random weights, 3 labels) exported to ONNX with its card."""
+def export_seeded_model(out: Path, window: int | None = None) -> Path:
+    """A real ST-GCN (seeded random weights, the 3 labels of ACTION_LABELS) exported to ONNX
+    with its card in ``out``; ``window``: the card's T (default: the exporter's)."""
     pytest.importorskip("torch", reason="exporting an ST-GCN needs the 'train' extra (torch)")
     from workers.action.stgcn.cli import export_main
 
-    out = tmp_path_factory.mktemp("stgcn")
     labels = out / "labels.txt"
     labels.write_text("\n".join(ACTION_LABELS) + "\n")
     model = out / "seeded.onnx"
+    extra = ["--window", str(window)] if window else []
     code = export_main(["--seed", "1", "--layout", "openpose", "--num-class", str(len(ACTION_LABELS)),
-                        "--labels", str(labels), "--out", str(model)])
+                        "--labels", str(labels), *extra, "--out", str(model)])
     assert code == 0
     return model
+
+
+@pytest.fixture(scope="session")
+def seeded_action_model(tmp_path_factory):
+    """A real ST-GCN (seeded random weights, 3 labels) exported to ONNX with its card."""
+    return export_seeded_model(tmp_path_factory.mktemp("stgcn"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,28 +22,19 @@ from shared import codec, keys
 from shared.redis_server import RedisServer
 from shared.schemas import EndOfStream, Skeletons
 from shared.settings import load_settings
-from tests.conftest import ROOT, shared_path
+from tests.conftest import ACTION_LABELS, ROOT, export_seeded_model, shared_path
 
 pytestmark = pytest.mark.integration
 CLIP, FRAMES = "fall-01-cam0.mp4", 160
 STRIDE, MIN_FRAMES = 15, 16
 WINDOW = 32  # steps at the card's 30 fps: ~1 s, so the 160-frame clip holds several windows
-ALERT_LABELS = ["upright", "falling", "lying"]
+ALERT_LABELS = list(ACTION_LABELS)
 
 
 @pytest.fixture(scope="module")
 def short_model(tmp_path_factory):
     """A real ST-GCN (seeded, 3 labels) exported with a 32-step window and its card."""
-    pytest.importorskip("torch", reason="exporting an ST-GCN needs the 'train' extra (torch)")
-    from workers.action.stgcn.cli import export_main
-
-    out = tmp_path_factory.mktemp("short")
-    labels = out / "labels.txt"
-    labels.write_text("\n".join(ALERT_LABELS) + "\n")
-    model = out / "short.onnx"
-    assert export_main(["--seed", "1", "--layout", "openpose", "--num-class", "3", "--labels", str(labels),
-                        "--window", str(WINDOW), "--out", str(model)]) == 0
-    return model
+    return export_seeded_model(tmp_path_factory.mktemp("short"), window=WINDOW)
 
 
 def _env(url, model):
