@@ -209,6 +209,8 @@ _EVENT_FIELDS = {
 def event_to_dict(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"schema_version": event.schema_version}
     out.update({name: getattr(event, name) for name in _EVENT_FIELDS})
+    if event.job:  # replay events only: live events keep their original form
+        out["job"] = event.job
     return out
 
 
@@ -238,7 +240,10 @@ def decode_event(raw: str | bytes) -> Event:
         if kind is float and not math.isfinite(value):
             raise DecodeError(f"event field {name!r} is not finite")
         values[name] = kind(value)
-    return Event(**values)
+    event = Event(**values)
+    if obj.get("job", event.job) != event.job:  # replay events carry it; others need not
+        raise DecodeError(f"event field 'job' {obj['job']!r} is not the job of camera {event.camera!r}")
+    return event
 
 
 # ---------------------------------------------------------------- dead letters

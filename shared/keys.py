@@ -12,6 +12,7 @@ PREFIX = "actionstream"
 
 POSE_GROUP = "pose"
 ACTION_GROUP = "action"
+ARCHIVE_GROUP = "archive"  # the archiver (workers/archive) on the frame, skeleton and events streams
 
 # The events stream and the idempotency guards share the hash tag {events}, so the
 # guarded write (one Lua script) touches a single Cluster slot.
@@ -24,13 +25,55 @@ _CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def check_camera_id(camera: str) -> str:
-    """Return ``camera`` if it is a valid id (letters, digits, ``_.-``, at most 64), else raise."""
-    if not isinstance(camera, str) or not _CAMERA_RE.match(camera):
+    """Return ``camera`` if it is a valid id (letters, digits, ``_.-``, at most 64; or a
+    replay camera ``<camera>~<job>``: two such ids joined by one ``~``), else raise."""
+    parts = camera.split(REPLAY_SEP) if isinstance(camera, str) else [None]
+    if len(parts) > 2 or not all(isinstance(p, str) and _CAMERA_RE.match(p) for p in parts):
         raise ValueError(
             f"camera id {camera!r} is invalid: use 1-64 letters, digits, '_', '.', '-' "
-            "starting with a letter or digit"
+            "starting with a letter or digit (a replay camera: two such ids joined by one '~')"
         )
     return camera
+
+
+# Replays (workers/jobs): each replay job is a camera of its own, ``<camera>~<job id>``;
+# its events go to their own stream (same {events} hash tag as the live one, so the
+# guarded write stays on one slot), never to the live stream or channel.
+REPLAY_SEP = "~"
+REPLAY_EVENTS_STREAM = f"{PREFIX}:{{events}}:replay"
+JOBS_KEY = f"{PREFIX}:jobs"  # hash: job id -> its spec (JSON)
+JOB_STATES_KEY = f"{PREFIX}:job-states"  # hash: job id -> its state (JSON: state, reason, ...)
+JOB_STAGE = "job"  # the lease of the task running a replay: lease_key(JOB_STAGE, replay camera)
+
+
+def replay_camera(camera: str, job: str) -> str:
+    """The camera id of replay ``job`` of ``camera`` (both plain ids)."""
+    if REPLAY_SEP in camera or REPLAY_SEP in job:
+        raise ValueError(f"a replay of {camera!r} by job {job!r}: neither may hold {REPLAY_SEP!r}")
+    return check_camera_id(f"{camera}{REPLAY_SEP}{job}")
+
+
+def split_replay(camera: str) -> tuple[str, str | None]:
+    """``(camera, job)`` of a replay camera; ``(camera, None)`` for a live one."""
+    base, sep, job = check_camera_id(camera).partition(REPLAY_SEP)
+    return (base, job) if sep else (camera, None)
+
+
+def is_replay(camera: str | bytes) -> bool:
+    if isinstance(camera, bytes):
+        camera = camera.decode("utf-8", "replace")
+    return REPLAY_SEP in camera
+
+
+def job_checkpoint_key(camera: str) -> str:
+    """Hash of replay camera ``camera``: the last published source ``seq``, frames ``published``,
+    ``eos`` once the end was published; written with each frame in one script (same slot)."""
+    return f"{PREFIX}:job-checkpoint:{{{check_camera_id(camera)}}}"
+
+
+def job_cancel_key(camera: str) -> str:
+    """Set when replay camera ``camera``'s job is cancelled."""
+    return f"{PREFIX}:job-cancel:{{{check_camera_id(camera)}}}"
 
 
 def frames_stream(camera: str) -> str:

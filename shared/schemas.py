@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from shared.keys import REPLAY_SEP
 from shared.skeleton import Person
 
 SCHEMA_VERSION = 1
@@ -72,6 +73,11 @@ class Event:
             object.__setattr__(
                 self, "id", event_id(self.camera, self.track_id, self.label, self.frame_end)
             )
+
+    @property
+    def job(self) -> str:
+        """The replay job of an event of a replay camera (``<camera>~<job>``); "" for live ones."""
+        return self.camera.partition(REPLAY_SEP)[2]
 
 
 def event_id(camera: str, track_id: int, label: str, frame_end: int) -> str:

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # the idle time after which another consumer's pending events are claimed
     alerts_consumer: str = Field("alerts-1", min_length=1, max_length=200)
     alerts_claim_idle_s: float = Field(30.0, gt=0)
+    # replay jobs (workers/jobs): a job whose worker died is handed to another worker after
+    # this long (the Redis broker's visibility timeout; a running job keeps it with its lease)
+    jobs_visibility_timeout_s: float = Field(3600.0, gt=1)
     # alert targets and rules (workers/alerting): a YAML file; the default webhook secret
     # (whsec_<base64>, Standard Webhooks); MQTT for every event without a file
     alerts_config: Optional[Path] = None
@@ -109,6 +112,12 @@ class Settings(BaseSettings):
     history_retention_days: float = Field(30.0, gt=0)
     history_consumer: str = Field("history-1", min_length=1, max_length=200)
     snapshot_frames: int = Field(150, ge=0, le=10000)  # recent frames kept per camera (0: none)
+    # archive (workers/archive): segment files per camera, kind and slice of capture time under
+    # archive_dir (None: data_dir/archive); retention by age and by size per camera
+    archive_dir: Optional[Path] = None
+    archive_segment_s: int = Field(60, ge=1, le=86400)
+    archive_max_age_h: float = Field(168.0, gt=0)
+    archive_max_bytes: int = Field(50 * 1024**3, gt=0)  # per camera, all kinds together
 
 
 def load_settings(**overrides) -> Settings:

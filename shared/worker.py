@@ -233,6 +233,11 @@ class StageWorker:
         self.heartbeat()
         self.finished &= self._done_everywhere()  # a restarted producer clears its end mark
         wanted = self.wanted_cameras()
+        for cam in sorted(self.owned - set(wanted)):  # unregistered (a finished replay): not ours to keep
+            log.info("%s: camera %s is no longer registered; released", self.worker_id, cam)
+            self.leases.release(cam)
+            metrics.LEASE_CHANGES.labels(self.stage, "released").inc()
+            self._drop(cam)
         share = self.fair_share(len(wanted))
         for cam in sorted(self.owned)[share:]:
             log.info("%s: gives camera %s back (fair share is %d)", self.worker_id, cam, share)
@@ -298,10 +303,28 @@ class StageWorker:
         if not fresh:
             self._sleep(self.settings.block_ms / 1000)
             return []
-        return self._xread(fresh, block=self.settings.block_ms)
+        replay = {s: i for s, i in fresh.items() if keys.is_replay(keys.camera_of_stream(s))}
+        if not replay:
+            return self._xread(fresh, block=self.settings.block_ms)
+        return self._read_live_first({s: i for s, i in fresh.items() if s not in replay}, replay) \
+            or self._xread(fresh, block=self.settings.block_ms)  # nothing anywhere: wait for either
 
-    def _xread(self, streams: dict[str, str], block: Optional[int]) -> list[Entry]:
-        count = batch_count(self.settings.batch_per_camera, self.settings.max_batch, len(streams))
+    def _read_live_first(self, live: dict[str, str], replay: dict[str, str]) -> list[Entry]:
+        """Live precedence (DESIGN.md invariant 8), without blocking: the live cameras' new
+        entries first; replay cameras only when no live entry is waiting, one entry per
+        replay stream while this worker serves live cameras (a live frame arriving meanwhile
+        waits for at most that much replay work), whole batches when it serves none. So a
+        replay at full speed takes the time the live cameras leave, and their lag does not
+        grow by more than one frame's work."""
+        got = self._xread(live, block=None) if live else []
+        if got:
+            return got
+        per = 1 if live else batch_count(self.settings.batch_per_camera, self.settings.max_batch, len(replay))
+        return self._xread(replay, block=None, count=per)
+
+    def _xread(self, streams: dict[str, str], block: Optional[int],
+               count: Optional[int] = None) -> list[Entry]:
+        count = count or batch_count(self.settings.batch_per_camera, self.settings.max_batch, len(streams))
         entries = read_group(self.r, self.stage, self.worker_id, streams, count, block)
         for stream, es in split_by_stream(entries).items():
             cam = es[0].camera

@@ -30,7 +30,6 @@ import json
 import logging
 import signal
 import socket
-import ssl
 import threading
 import time
 import urllib.error
@@ -48,11 +47,12 @@ from shared.settings import Settings, SettingsError, load_settings
 from workers.alerting import webhooks as signing
 from workers.alerting.mqtt import MqttPublisher, MqttSink, MqttUnavailable
 from workers.alerting.rules import AlertRules, AlertsConfig, check_mqtt_url, load_config, parse_config
+from workers.celeryconf import ALERTS_QUEUE, celery_config
 
 log = logging.getLogger(__name__)
 
 ALERTS_GROUP = "alerts"
-QUEUE = "actionstream"
+QUEUE = ALERTS_QUEUE
 DELIVER_TASK = "actionstream.deliver_webhook"
 TIMEOUT_S = 10.0
 DEADLETTER_MAXLEN = Settings.model_fields["deadletter_maxlen"].default
@@ -68,23 +68,6 @@ class PermanentError(Exception):
 
 class TransientError(Exception):
     """A delivery worth retrying (connection error, timeout, 5xx answer)."""
-
-
-def celery_config(settings: Settings) -> dict:
-    """Celery settings: JSON only, late acks, the pipeline's Redis as broker."""
-    url = settings.redis_url or DEFAULT_URL
-    config = {
-        "broker_url": url, "task_default_queue": QUEUE,
-        "task_serializer": "json", "result_serializer": "json", "event_serializer": "json",
-        "accept_content": ["json"], "result_accept_content": ["json"],
-        "task_acks_late": True, "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1, "broker_connection_retry_on_startup": True,
-        "task_ignore_result": True, "worker_hijack_root_logger": False,
-        "worker_send_task_events": True,  # Flower shows each task (events are JSON too)
-    }
-    if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
-        config["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-    return config
 
 
 def webhook_secrets(settings: Settings) -> dict[Optional[str], Optional[str]]:

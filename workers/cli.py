@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     metrics_arg(p)
     p.set_defaults(func=_cmd_history)
 
+    _archive_parser(sub)
+
     p = sub.add_parser("status", help="workers, streams, lags and dead letters")
     _common(p)
     p.add_argument("--metrics", action="append", default=[], metavar="URL",
@@ -174,9 +176,36 @@ def build_parser() -> argparse.ArgumentParser:
     metrics_arg(p)
     p.set_defaults(func=_cmd_web)
 
+    from workers.jobs.cli import add_job_commands  # light: argparse only
+
+    add_job_commands(sub, _common, metrics_arg)  # replay submit|status|list|cancel, jobs-worker
     for name, (summary, commands) in TOOLS.items():
         _tool_parser(sub, name, summary, commands)
     return parser
+
+
+def _archive_parser(sub) -> None:
+    p = sub.add_parser("archive", help="keep the live cameras' frames, skeletons and events on disk "
+                       "(`archive export`: a stretch as Kinetics-skeleton JSON)")
+    _common(p)
+    p.add_argument("--dir", metavar="DIR", help="archive directory (default: ACTIONSTREAM_ARCHIVE_DIR, "
+                   "else <data dir>/archive)")
+    p.add_argument("--consumer", default="archive-1", help="consumer name in the archive group; keep it "
+                   "stable across restarts (archive-1)")
+    p.add_argument("--burst", action="store_true", help="exit when nothing is left to read")
+    p.add_argument("--max-items", type=int, help="exit after this many stream entries")
+    metrics_arg(p)
+    p.set_defaults(func=_cmd_archive)
+    sub2 = p.add_subparsers(dest="archive_command")
+    e = sub2.add_parser("export", help="write a stretch of a camera's archived skeletons as the "
+                        "Kinetics-skeleton JSON the ST-GCN trainer reads")
+    e.add_argument("--camera", required=True)
+    e.add_argument("--start", help="capture time: seconds since the epoch or ISO 8601 (UTC unless a zone "
+                   "is given); default: the archive's start")
+    e.add_argument("--end", help="capture time (exclusive), as --start; default: the archive's end")
+    e.add_argument("--out", required=True, metavar="FILE.json")
+    e.add_argument("--track", type=int, help="only this track's person")
+    e.add_argument("--dir", metavar="DIR", dest="export_dir", help="archive directory (as archive --dir)")
 
 
 def _settings(args, **extra):
@@ -282,6 +311,28 @@ def _cmd_history(args) -> int:
     return run_history(settings, args.consumer, burst=args.burst, claim_idle_s=args.claim_idle_s)
 
 
+def _cmd_archive(args) -> int:
+    settings = _settings(args, archive_dir=getattr(args, "export_dir", None) or args.dir)
+    if args.archive_command == "export":
+        from workers.archive.kinetics import export_kinetics, parse_time
+        from workers.archive.reader import ArchiveReader
+        from workers.archive.storage import open_storage
+
+        start = parse_time(args.start, "--start") if args.start else None
+        end = parse_time(args.end, "--end") if args.end else None
+        storage = open_storage(settings)
+        try:
+            frames = export_kinetics(ArchiveReader(storage), args.camera, start, end, args.out, args.track)
+        finally:
+            storage.close()
+        print(f"{frames} frames of camera {args.camera} written to {args.out}")
+        return 0
+    from workers.archive.archiver import run_archive
+
+    url = _serve_metrics(settings)
+    return run_archive(settings, args.consumer, burst=args.burst, max_items=args.max_items, metrics_url=url)
+
+
 def _cmd_status(args) -> int:
     from shared.ops import print_status
 
@@ -344,7 +395,8 @@ USER_ERRORS = (("shared.codec", "DecodeError"), ("shared.modelpaths", "ModelNotF
                ("shared.settings", "SettingsError"),
                ("producer.sources", "SourceError"), ("workers.runtime", "ModelError"),
                ("workers.action.card", "CardError"), ("workers.alerts", "AlertsError"),
-               ("workers.history.store", "HistoryError"), ("workers.web.server", "WebError"))
+               ("workers.history.store", "HistoryError"), ("workers.web.server", "WebError"),
+               ("workers.archive.storage", "ArchiveError"), ("workers.jobs.replay", "ReplayError"))
 EXTRAS = {"torch": "train", "onnx": "train", "pycocotools": "train", "h5py": "train"}
 
 

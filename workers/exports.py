@@ -16,7 +16,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator, Optional
+from typing import IO, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -149,13 +149,19 @@ def kinetics_frame(seq: int, width: int, height: int, people: list[Person]) -> d
 
 def write_kinetics_json(record: CameraRecord, camera: str, path: Path) -> Path:
     """The camera's export, written frame by frame from its spool."""
+    return write_kinetics_frames(read_spool(record.spool) if record.spool is not None else (), camera, path)
+
+
+def write_kinetics_frames(frames: Iterable[tuple[int, int, int, list[Person]]], camera: str,
+                          path: str | Path) -> Path:
+    """An export of ``frames`` (``(seq, width, height, people)``, in order), written one frame
+    at a time (also the archive's exporter, ``actionstream archive export``)."""
     with open(path, "w") as fh:
         fh.write('{"camera": %s, "data": [' % json.dumps(camera))
-        if record.spool is not None:
-            for i, (seq, width, height, people) in enumerate(read_spool(record.spool)):
-                fh.write((", " if i else "") + json.dumps(kinetics_frame(seq, width, height, people)))
+        for i, (seq, width, height, people) in enumerate(frames):
+            fh.write((", " if i else "") + json.dumps(kinetics_frame(seq, width, height, people)))
         fh.write('], "label": "unknown", "label_index": -1}')
-    return path
+    return Path(path)
 
 
 def write_skeletons(collector: Collector, out_dir: str | Path) -> list[Path]:

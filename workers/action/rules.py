@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
@@ -82,6 +82,7 @@ class Rules:
         self.rules = tuple(rules)
         self.clock = clock
         self._state: dict[tuple[str, int, str], _State] = {}
+        self._camera_rules: dict[str, dict[str, Rule]] = {}  # a replay camera's own rules
         self._warned: set[str] = set()
 
     def decide(self, ref: WindowRef, probs: np.ndarray, labels: Sequence[str],
@@ -125,8 +126,21 @@ class Rules:
                      float(ts_end))
         return self._apply(rule, span, -1, float(score), model_name)
 
+    def override(self, camera: str, threshold: Optional[float] = None,
+                 consecutive: Optional[int] = None) -> None:
+        """For ``camera`` only (a replay trying another rule), the model labels' rules with
+        this ``threshold`` and ``consecutive`` (None: unchanged); derived labels keep theirs."""
+        self._camera_rules[camera] = {
+            r.label: replace(r, threshold=r.threshold if threshold is None else threshold,
+                             consecutive=r.consecutive if consecutive is None else consecutive)
+            for r in self.rules if r.label not in DERIVED_LABELS}
+
+    def clear_override(self, camera: str) -> None:
+        self._camera_rules.pop(camera, None)
+
     def _apply(self, rule: Rule, ref: "_Span", index: int, score: float,
                model_name: str) -> Optional[Event]:
+        rule = self._camera_rules.get(ref.camera, {}).get(rule.label, rule)
         key = (ref.camera, ref.track_id, rule.label)
         state = self._state.get(key)
         if score < rule.threshold:

@@ -13,6 +13,7 @@ event ids.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Optional
@@ -36,7 +37,7 @@ EVENT_GUARD_TTL_S = 7 * 24 * 3600
 _WRITE_EVENT = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[2])
-  redis.call('PUBLISH', ARGV[3], ARGV[2])
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
   return 1
 end
 return 0
@@ -77,6 +78,7 @@ class ActionWorker(StageWorker):
         """Continue the camera where its last owner stopped: windows rebuilt from the
         processed tail of its skeleton stream, then the owner's stored state applied."""
         state = self.r.get(keys.action_state_key(camera))
+        self._camera_rules(camera)
         tail = self._tail(camera, self.core.tail_seconds())
         self.core.rebuild(camera, tail, state)
         if tail or state is not None:
@@ -99,8 +101,24 @@ class ActionWorker(StageWorker):
                 return tail
             count *= 2
 
+    def _camera_rules(self, camera: str) -> None:
+        """A replay camera's own rule overrides (``rules`` in its registration), if any."""
+        if not keys.is_replay(camera):
+            return
+        raw = self.r.hget(keys.CAMERAS_KEY, camera)
+        try:
+            given = (json.loads(raw) if raw else {}).get("rules") or {}
+            self.rules.override(camera, given.get("threshold"), given.get("consecutive"))
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("camera %s: rule overrides %r ignored (%s)", camera, raw, exc)
+            self.rules.clear_override(camera)
+            return
+        if given:
+            log.info("camera %s: replay with its own rules %s", camera, given)
+
     def on_released(self, camera: str) -> None:
         self.core.forget_camera(camera)
+        self.rules.clear_override(camera)
 
     def handle(self, entries: list[Entry]) -> Outcome:
         out = Outcome()
@@ -171,9 +189,11 @@ class ActionWorker(StageWorker):
 
     def _emit(self, event: Event) -> None:
         raw = codec.encode_event(event)
+        replay = keys.is_replay(event.camera)  # its own stream, never the live stream or channel
+        stream = keys.REPLAY_EVENTS_STREAM if replay else keys.EVENTS_STREAM
         wrote = self._write_event(
-            keys=[keys.event_guard_key(event.id), keys.EVENTS_STREAM],
-            args=[EVENT_GUARD_TTL_S, raw, keys.EVENTS_CHANNEL, self.settings.events_maxlen])
+            keys=[keys.event_guard_key(event.id), stream],
+            args=[EVENT_GUARD_TTL_S, raw, "" if replay else keys.EVENTS_CHANNEL, self.settings.events_maxlen])
         if wrote:
             self.metrics["events"] += 1
             metrics.EVENTS.labels(event.label).inc()

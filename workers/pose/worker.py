@@ -14,7 +14,7 @@ from typing import Optional
 
 from shared import codec, keys, metrics
 from shared.codec import DecodeError
-from shared.redisio import group_lag
+from shared.redisio import group_lag, text
 from shared.schemas import EndOfStream, Frame, Skeletons
 from shared.settings import Settings
 from shared.worker import Entry, Outcome, Output, StageWorker
@@ -84,7 +84,7 @@ class PoseWorker(StageWorker):
         self.trackers.pop(camera, None)
 
     def has_room(self, camera: str) -> bool:
-        if self.settings.mode != "replay":
+        if self.settings.mode != "replay" and not keys.is_replay(camera):  # replay cameras: always
             return True
         lag = group_lag(self.r, keys.skeletons_stream(camera), keys.ACTION_GROUP)
         return lag is None or lag < self.settings.replay_max_lag  # None: no action stage runs
@@ -114,7 +114,7 @@ class PoseWorker(StageWorker):
     def _stale(self, frame: Frame) -> bool:
         """Live: the frame waited in its stream longer than ``max_lag_s``, measured on the
         Redis server's clock (the read's TIME minus the entry id's time), not two hosts'."""
-        if self.settings.mode != "live":
+        if self.settings.mode != "live" or keys.is_replay(frame.camera):  # a replay drops nothing
             return False
         age = self.entry_age_s(frame)
         return age is not None and age > self.settings.max_lag_s
@@ -196,17 +196,46 @@ class PoseWorker(StageWorker):
                      m["skipped_stale"])
 
     def after_write(self, outcome: Outcome) -> None:
-        """Trim frames this worker has acked (replay streams are not trimmed by length)."""
+        """Trim frames this worker has acked (replay streams are not trimmed by length), but
+        none the archiver (group ``archive``, when the stream has one) has not yet stored."""
         last: dict[str, str] = {}
         for e in [*outcome.done, *(e for e, _ in outcome.dead)]:
             if e.stream not in last or _id_key(e.id) > _id_key(last[e.stream]):
                 last[e.stream] = e.id
         if not last:
             return
+        floors = group_floors(self.r, list(last), keys.ARCHIVE_GROUP)
         pipe = self.r.pipeline(transaction=False)
         for stream, entry_id in last.items():
-            pipe.xtrim(stream, minid=entry_id, approximate=False)
+            floor = floors.get(stream)
+            if floor is not None and _id_key(floor) < _id_key(entry_id):
+                entry_id = floor
+            if entry_id != "0-0":
+                pipe.xtrim(stream, minid=entry_id, approximate=False)
         pipe.execute()
+
+
+def group_floors(r, streams: list[str], group: str) -> dict[str, str]:
+    """Per stream that has ``group``: the lowest id the group still needs (its oldest pending
+    entry; else its last delivered one, kept like the pose group's last acked)."""
+    pipe = r.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xinfo_groups(stream)
+    floors, pending = {}, []
+    for stream, groups in zip(streams, pipe.execute(raise_on_error=False)):
+        for g in groups if isinstance(groups, list) else []:
+            if text(g.get("name")) == group:
+                floors[stream] = text(g.get("last-delivered-id"))
+                if int(g.get("pending") or 0):
+                    pending.append(stream)
+    if pending:
+        pipe = r.pipeline(transaction=False)
+        for stream in pending:
+            pipe.xpending(stream, group)
+        for stream, summary in zip(pending, pipe.execute()):
+            if summary and summary.get("min"):
+                floors[stream] = text(summary["min"])
+    return floors
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

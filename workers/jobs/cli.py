@@ -1,0 +1,278 @@
+"""``actionstream replay submit|status|list|cancel`` and ``actionstream jobs-worker``.
+
+Only argparse at import (the command line stays light); each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Optional
+
+log = logging.getLogger(__name__)
+
+FOLLOW_POLL_S = 0.2
+
+
+def add_job_commands(sub, common: Callable, metrics_arg: Callable) -> None:
+    """The ``replay`` command (with its sub-commands) and ``jobs-worker`` on ``sub``."""
+    p = sub.add_parser("replay", help="replay jobs (Celery): an archive or a video through the pipeline "
+                       "as a camera of its own")
+    actions = p.add_subparsers(dest="replay_command", required=True)
+    s = actions.add_parser("submit", help="queue a replay job; prints its id")
+    common(s)
+    s.add_argument("--camera", help="the archived camera to replay (or the name of a --source replay)")
+    s.add_argument("--source", metavar="PATH", help="a video file or a folder of videos (or of images) "
+                   "instead of the archive")
+    s.add_argument("--start", help="archive: from this capture time (epoch seconds, or ISO 8601: UTC "
+                   "unless a zone is given)")
+    s.add_argument("--end", help="archive: until this capture time (excluded)")
+    s.add_argument("--skeletons", action="store_true", help="archive: replay the archived skeletons "
+                   "straight into the action stage (another model or rule, no pose)")
+    s.add_argument("--speed", default="max", help="1: original speed, N: N times it, max: as fast as "
+                   "the pipeline takes it (default)")
+    s.add_argument("--fps", type=float, help="--source: stamp frames at this rate (default: the file's)")
+    s.add_argument("--threshold", type=float, help="alert threshold for this replay only")
+    s.add_argument("--consecutive", type=int, help="consecutive windows for this replay only")
+    s.add_argument("--follow", "-f", action="store_true", help="then show its progress until it ends")
+    s.set_defaults(func=cmd_submit)
+    s = actions.add_parser("status", help="a job's state and progress")
+    common(s)
+    s.add_argument("job")
+    s.add_argument("--follow", "-f", action="store_true", help="a progress bar until the job ends")
+    s.add_argument("--json", action="store_true", help="one JSON line")
+    s.set_defaults(func=cmd_status)
+    s = actions.add_parser("list", help="every job, as a table")
+    common(s)
+    s.set_defaults(func=cmd_list)
+    s = actions.add_parser("events", help="a job's events as JSON lines (the replay events stream)")
+    common(s)
+    s.add_argument("job")
+    s.set_defaults(func=cmd_events)
+    s = actions.add_parser("cancel", help="cancel a job (it stops within a second)")
+    common(s)
+    s.add_argument("job")
+    s.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("jobs-worker", help="run the Celery worker that runs replay jobs")
+    common(p)
+    p.add_argument("--concurrency", type=int, default=4, help="jobs run at once (threads; 4)")
+    metrics_arg(p)
+    p.set_defaults(func=cmd_jobs_worker)
+
+
+def _settings(args):
+    from shared.settings import load_settings
+
+    return load_settings(redis_url=args.redis, metrics_port=getattr(args, "metrics_port", None))
+
+
+def _redis(settings):
+    from shared.ops import DEFAULT_URL
+    from shared.redisio import connect
+
+    return connect(settings.redis_url or DEFAULT_URL)
+
+
+def parse_speed(text: str) -> float:
+    from workers.jobs.replay import ReplayError
+
+    if text.lower() == "max":
+        return 0.0
+    try:
+        speed = float(text.lower().rstrip("x"))
+    except ValueError:
+        speed = -1.0
+    if not speed > 0:
+        raise ReplayError(f"--speed {text!r}: give a factor above 0 (1 = original speed) or 'max'")
+    return speed
+
+
+def _time(text: Optional[str], option: str) -> Optional[float]:
+    """Epoch seconds or ISO 8601 (UTC when it names no zone), as ``archive export`` reads them."""
+    from workers.archive.kinetics import parse_time
+
+    return None if text is None else parse_time(text, option)
+
+
+def _video_name(path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", Path(path).stem or "video").lstrip("-_.")[:48] or "video"
+
+
+def spec_from_args(args, clock=time.time):
+    """The job's :class:`JobSpec` from the submit options (ReplayError when they do not fit)."""
+    from workers.jobs.replay import JobSpec, ReplayError
+
+    if not args.source and not args.camera:
+        raise ReplayError("give --camera CAM (its archive) or --source PATH (a video or a folder)")
+    if args.source and (args.start or args.end or args.skeletons):
+        raise ReplayError("--start, --end and --skeletons replay the archive; --source replays a video")
+    now = clock()
+    common = dict(job=uuid.uuid4().hex[:10], speed=parse_speed(args.speed), threshold=args.threshold,
+                  consecutive=args.consecutive, created=now)
+    if args.source:
+        return JobSpec(camera=args.camera or _video_name(args.source), source="video",
+                       target="pose", path=str(Path(args.source).resolve()), fps=args.fps, t0=now, **common)
+    return JobSpec(camera=args.camera, source="archive", target="action" if args.skeletons else "pose",
+                   start_ts=_time(args.start, "--start"), end_ts=_time(args.end, "--end"),
+                   **common)
+
+
+def submit(settings, spec) -> None:
+    """Check the source (ReplayError: nothing queued), register the job, queue its task."""
+    from workers.jobs import registry, sources
+    from workers.jobs.app import QUEUE, REPLAY_TASK, make_app
+
+    if spec.source == "archive":
+        sources.check_archive(sources.open_reader(settings), spec)
+    else:
+        sources.check_videos(spec)
+    r = _redis(settings)
+    registry.register(r, spec)
+    make_app(settings).send_task(REPLAY_TASK, args=[spec.to_dict()], task_id=spec.job, queue=QUEUE)
+    log.info("camera %s: replay job %s queued (%s, speed %s)", spec.replay_camera, spec.job,
+             spec.describe(), spec.speed or "max")
+
+
+def cmd_submit(args) -> int:
+    settings = _settings(args)
+    spec = spec_from_args(args)
+    submit(settings, spec)
+    print(spec.job, flush=True)
+    return follow(settings, spec.job) if args.follow else 0
+
+
+def job_status(settings, job: str, app=None) -> dict:
+    """The job's spec, registry state and the task's progress, as one JSON-able dict."""
+    from workers.jobs import registry
+    from workers.jobs.app import make_app
+
+    r = _redis(settings)
+    spec = registry.spec_of(r, job)
+    doc = dict(registry.state_of(r, job), job=job, camera=spec.replay_camera, source=spec.describe(),
+               target=spec.target, speed=spec.speed or "max")
+    result = (app or make_app(settings)).AsyncResult(job)
+    info = result.info if result.state == "PROGRESS" else None
+    if isinstance(info, dict):
+        doc.update(progress=info)
+    elif isinstance(result.info, dict) and result.state == "SUCCESS":
+        doc.update(progress={"done": result.info.get("published"), "total": doc.get("total"), "eta_s": 0})
+    doc["task"] = result.state
+    return doc
+
+
+def _line(doc: dict) -> str:
+    prog = doc.get("progress") or {}
+    done, total = prog.get("done"), prog.get("total") or doc.get("total")
+    parts = [f"job {doc['job']}: {doc['state']}", f"camera {doc['camera']}", doc["source"],
+             f"into {doc['target']}", f"speed {doc['speed']}"]
+    if done is not None:
+        eta = f", eta {prog['eta_s']:.0f} s" if prog.get("eta_s") else ""
+        parts.append(f"{done}/{total or '?'} items{eta}")
+    if "events" in doc:
+        parts.append(f"{doc['events']} events")
+    if doc.get("reason"):
+        parts.append(f"({doc['reason']})")
+    return ", ".join(parts)
+
+
+def cmd_status(args) -> int:
+    settings = _settings(args)
+    if args.follow:
+        return follow(settings, args.job)
+    doc = job_status(settings, args.job)
+    print(json.dumps(doc) if args.json else _line(doc))
+    return 0
+
+
+def follow(settings, job: str, out=sys.stdout) -> int:
+    """A tqdm progress bar (stderr) until the job ends; then its status line. 0 when DONE."""
+    from tqdm import tqdm
+
+    from workers.jobs import registry
+    from workers.jobs.app import make_app
+
+    app = make_app(settings)
+    doc = job_status(settings, job, app)
+    with tqdm(desc=f"replay {job}", unit="item", file=sys.stderr, dynamic_ncols=True) as bar:
+        while True:
+            prog = doc.get("progress") or {}
+            bar.total = prog.get("total") or doc.get("total") or bar.total
+            bar.n = prog.get("done") or bar.n
+            bar.set_postfix_str(f"{doc['state']} {prog.get('phase', '')}".strip(), refresh=False)
+            bar.refresh()
+            if registry.is_final(doc["state"]):
+                break
+            time.sleep(FOLLOW_POLL_S)
+            doc = job_status(settings, job, app)
+    print(_line(doc), file=out, flush=True)
+    return 0 if doc["state"] == "DONE" else 1
+
+
+def cmd_list(args) -> int:
+    from workers.jobs import registry
+
+    settings = _settings(args)
+    rows = [("JOB", "CAMERA", "SOURCE", "INTO", "SPEED", "STATE", "CREATED")]
+    for spec, state in registry.jobs(_redis(settings)):
+        created = datetime.fromtimestamp(spec.created).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((spec.job, spec.replay_camera, spec.describe(), spec.target, str(spec.speed or "max"),
+                     state.get("state", "?"), created))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_events(args, out=sys.stdout) -> int:
+    from shared import keys
+    from workers.jobs import registry
+
+    r = _redis(_settings(args))
+    camera = registry.spec_of(r, args.job).replay_camera
+    for _, fields in r.xrange(keys.REPLAY_EVENTS_STREAM):
+        raw = fields.get(b"event", b"{}").decode()
+        if json.loads(raw).get("camera") == camera:
+            print(raw, file=out)
+    return 0
+
+
+def cmd_cancel(args, wait_s: float = 3.0) -> int:
+    from workers.jobs import registry
+    from workers.jobs.app import make_app
+
+    settings = _settings(args)
+    r = _redis(settings)
+    spec = registry.spec_of(r, args.job)
+    state = registry.request_cancel(r, spec)
+    make_app(settings).control.revoke(spec.job)  # a worker that has not started it drops it
+    deadline = time.monotonic() + wait_s
+    while not registry.is_final(state) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        state = registry.state_of(r, spec.job)["state"]
+    print(f"job {spec.job}: {state if registry.is_final(state) else 'cancel requested (' + state + ')'}")
+    return 0
+
+
+def cmd_jobs_worker(args) -> int:
+    """A Celery worker (threads) for replay jobs, as ``celery -A workers.jobs.app worker -Q
+    actionstream-jobs``."""
+    import os
+    import socket
+
+    from shared import metrics
+    from workers.jobs.app import QUEUE, make_app
+
+    settings = _settings(args)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
+    argv = ["worker", "-Q", QUEUE, "--pool", "threads", "--concurrency", str(args.concurrency),
+            "--hostname", f"jobs-{os.getpid()}@{socket.gethostname()}", "--without-gossip",
+            "--without-mingle", "--loglevel", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
+    make_app(settings).worker_main(argv)
+    return 0
