@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from shared import codec, keys, metrics
+from shared import codec, heartbeat, keys, metrics
 from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, group_lag, redact
 from shared.schemas import EndOfStream, Frame
 from shared.settings import Camera, Settings, SettingsError
@@ -76,6 +76,9 @@ class Producer:
 
     def _register(self, source: Source) -> None:
         ensure_group(self.r, self.stream, keys.POSE_GROUP)
+        if heartbeat.live_workers(self.r, keys.ARCHIVE_GROUP):  # archived from the first frame on,
+            for stream in (self.stream, keys.skeletons_stream(self.camera.id)):  # not from its next relist
+                ensure_group(self.r, stream, keys.ARCHIVE_GROUP)
         pipe = self.r.pipeline(transaction=False)
         pipe.hincrby(self.key, "epoch", 1)
         pipe.hget(self.key, "seq")

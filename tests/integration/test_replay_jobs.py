@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from shared import codec, keys
+from shared import codec, heartbeat, keys
 from shared.schemas import EndOfStream, Frame
 from shared.settings import load_settings
 from tests.conftest import ROOT, shared_path
@@ -132,9 +132,9 @@ def test_replays_of_the_archive_reproduce_the_live_run_and_try_other_rules(r, pr
     video = str(shared_path("data", "urfd", "fall-05-cam0.mp4"))
     frames = 151
     procs.start("archive", "archive")
-    r.hset(keys.CAMERAS_KEY, LIVE, json.dumps({"source": video}))  # the archiver's group comes first
-    archiving = lambda: any(g["name"] == b"archive" for g in _groups(r, keys.frames_stream(LIVE)))  # noqa: E731
-    assert wait_until(archiving, 30), procs.log("archive")
+    # the producer creates the archive group when an archiver is alive: frames are archived
+    # from the first one on, although the archiver re-lists cameras only every few seconds
+    assert wait_until(lambda: heartbeat.live_workers(r, keys.ARCHIVE_GROUP), 30), procs.log("archive")
     for stage in ("pose-worker", "action-worker"):
         procs.start(stage, stage)
     procs.start("jobs", "jobs-worker", "--concurrency", "3")
