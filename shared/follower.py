@@ -19,7 +19,7 @@ import redis
 
 from shared import claiming, metrics
 from shared.reading import read_group
-from shared.redisio import CONNECTION_ERRORS, add_dead_letter, ensure_group
+from shared.redisio import CONNECTION_ERRORS, add_dead_letter, ensure_group, is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class StreamFollower:
 
     def dead_letter(self, entry_id, fields: dict, reason: str) -> None:
         """Put the entry on the dead-letter stream with ``reason`` and ack it."""
-        pipe = self.r.pipeline()
+        pipe = self.r.pipeline(transaction=not is_cluster(self.r))  # on a cluster: two slots, in order
         add_dead_letter(pipe, self.group, self.stream, entry_id, fields, reason, self.deadletter_maxlen)
         pipe.xack(self.stream, self.group, entry_id)
         pipe.execute()

@@ -3,6 +3,10 @@
 Each :class:`Entry` carries its age, measured on the Redis server's clock alone: the
 server time right after the read (TIME, in the same pipeline) minus the milliseconds of
 the entry id (the server's time when the entry was added). No two hosts' clocks meet.
+
+On a Redis Cluster the streams of different cameras sit on different nodes: one
+pipeline per node: an XREADGROUP per hash slot, then TIME (from the node that served the
+reads), merged (:func:`shared.redisio.read_by_slot`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any, Callable, Optional
 import redis
 
 from shared import codec, keys
-from shared.redisio import stream_entries
+from shared.redisio import is_cluster, read_by_slot, stream_entries
 
 
 @dataclass
@@ -49,13 +53,23 @@ def server_ms(time_reply) -> int:
 def read_group(r: redis.Redis, group: str, consumer: str, streams: dict[str, str], count: int,
                block: Optional[int]) -> list[Entry]:
     """XREADGROUP ``streams`` (stream -> id, ``>`` for new entries) and stamp ages."""
+    if not is_cluster(r):
+        return _read_parts(r, group, consumer, [streams], count, block)
+    return read_by_slot(r, streams, lambda c, parts: _read_parts(c, group, consumer, parts, count, None),
+                        block)
+
+
+def _read_parts(r: redis.Redis, group: str, consumer: str, parts: list[dict[str, str]], count: int,
+                block: Optional[int]) -> list[Entry]:
+    """One pipeline on one server: an XREADGROUP per part, then TIME (the ages' clock)."""
     pipe = r.pipeline(transaction=False)
-    pipe.xreadgroup(group, consumer, streams, count=count, block=block)
+    for part in parts:
+        pipe.xreadgroup(group, consumer, part, count=count, block=block)
     pipe.time()
-    resp, now = pipe.execute()
+    *resps, now = pipe.execute()
     now_ms = server_ms(now)
     return [Entry(s, keys.camera_of_stream(s), i, f, max(0.0, (now_ms - id_ms(i)) / 1000))
-            for s, i, f in stream_entries(resp)]
+            for resp in resps for s, i, f in stream_entries(resp)]
 
 
 def batch_count(per_stream: int, max_batch: int, streams: int) -> int:

@@ -149,6 +149,138 @@ class RedisServer:
         self.cleanup()
 
 
+CLUSTER_SLOTS = 16384
+
+
+def slot_ranges(primaries: int) -> list[tuple[int, int]]:
+    """The 16384 hash slots split into ``primaries`` contiguous, near-equal ranges (pure)."""
+    if primaries < 1:
+        raise ValueError("a cluster needs at least one primary")
+    bounds = [CLUSTER_SLOTS * i // primaries for i in range(primaries + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(primaries)]
+
+
+def free_cluster_port(tries: int = 200) -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(tries):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise ServerError("no free port pair (port, port + 10000) for a cluster node")
+
+
+class LocalCluster:
+    """A real Redis Cluster on free loopback ports: ``primaries`` primaries, each with
+    ``replicas`` replicas, every node a :class:`RedisServer` (so each ends with its owner).
+
+    ``url`` is the ``redis+cluster://`` URL of its primaries; :meth:`kill` SIGKILLs one
+    node's server (not its guard) to provoke a failover. A small ``node_timeout_ms`` makes
+    the failover quick. Use it as a context manager.
+    """
+
+    def __init__(self, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000,
+                 extra_args: Sequence[str] = ()) -> None:
+        self.primaries, self.replicas = primaries, replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.extra_args = list(extra_args)
+        self.servers: list[RedisServer] = []
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers[:self.primaries])
+
+    def client(self, port: int):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5.0)
+
+    def start(self, timeout: float = 30.0) -> "LocalCluster":
+        args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0",
+                *self.extra_args]
+        try:
+            for _ in range(self.primaries * (1 + self.replicas)):
+                self.servers.append(RedisServer(port=free_cluster_port(), extra_args=args).start())
+            self._form(time.monotonic() + timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+        log.info("cluster of %d primaries and %d replicas each on ports %s", self.primaries, self.replicas,
+                 ",".join(str(s.port) for s in self.servers))
+        return self
+
+    def _form(self, deadline: float) -> None:
+        """Slots to the primaries, every node met, replicas attached, then wait for ``ok``."""
+        nodes = [self.client(s.port) for s in self.servers]
+        ids = [n.execute_command("CLUSTER", "MYID").decode() for n in nodes]
+        for node, (lo, hi) in zip(nodes, slot_ranges(self.primaries)):
+            node.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+        for node in nodes[1:]:
+            node.execute_command("CLUSTER", "MEET", "127.0.0.1", self.servers[0].port)
+        self._wait(deadline, "every node to know the others",
+                   lambda: all(len(n.execute_command("CLUSTER", "NODES").splitlines()) == len(nodes)
+                               for n in nodes))
+        for i, node in enumerate(nodes[self.primaries:]):
+            node.execute_command("CLUSTER", "REPLICATE", ids[i % self.primaries])
+        self._wait(deadline, "the cluster state to be ok with every replica in sync",
+                   lambda: all(self._ready(n) for n in nodes))
+        for n in nodes:
+            n.close()
+
+    @staticmethod
+    def _ready(node) -> bool:
+        if b"cluster_state:ok" not in node.execute_command("CLUSTER", "INFO"):
+            return False
+        info = node.info("replication")
+        return info.get("role") == "master" or info.get("master_link_status") == "up"
+
+    @staticmethod
+    def _wait(deadline: float, what: str, check) -> None:
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.05)
+        raise ServerError(f"cluster: timed out waiting for {what}")
+
+    def primary_port(self, slot: int) -> int:
+        """The port of the node serving ``slot`` now (CLUSTER SLOTS asked of a live node)."""
+        for s in self.servers:
+            if s.proc is None or s.proc.poll() is not None:
+                continue
+            try:
+                with self.client(s.port) as c:
+                    for lo, hi, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                        if lo <= slot <= hi:
+                            return int(primary[1])
+            except OSError:
+                continue
+        raise ServerError(f"no live node knows slot {slot}")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the server on ``port`` (its guard then exits and removes its data)."""
+        with self.client(port) as c:
+            pid = int(c.info("server")["process_id"])
+        os.kill(pid, signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        for s in self.servers:
+            s.cleanup()
+        self.servers = []
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+
 def _server_preexec() -> None:  # in the server, between fork and exec: end with the guard
     set_parent_death_signal(signal.SIGTERM)
 

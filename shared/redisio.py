@@ -6,26 +6,173 @@ Leases live in :mod:`shared.leases`, heartbeats in :mod:`shared.heartbeat`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Optional
+import time
+from typing import Any, Callable, Hashable, Iterable, Optional, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 
 from shared import codec, keys
 
 log = logging.getLogger(__name__)
 
-CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+# a cluster failing over: no node answers, a slot is not covered, CLUSTERDOWN, TRYAGAIN
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError,
+                     RedisClusterException, redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+# a node answered for a slot it no longer serves, or the cluster is failing over
+TOPOLOGY_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.AskError,
+                   redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
+
+K = TypeVar("K")
+
+
+class TopologyChanged(redis.ConnectionError):
+    """A cluster node failed or gave its slots away mid-read: reconnect and read again."""
+
+
+def is_cluster_url(url: Optional[str]) -> bool:
+    return bool(url) and url.split("://", 1)[0] in CLUSTER_SCHEMES
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """``redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]`` (``rediss+cluster://``:
+    TLS) -> the seed nodes and the client options; ValueError when malformed (pure)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in CLUSTER_SCHEMES or not sep:
+        raise ValueError("expected redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]")
+    rest = rest.split("/", 1)[0].split("?", 1)[0]
+    creds, _, hosts = rest.rpartition("@")
+    nodes = []
+    for part in hosts.split(","):
+        parts = urlsplit(f"//{part}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or not port:
+            raise ValueError(f"cluster node {part!r} is not HOST:PORT")
+        nodes.append((parts.hostname, port))
+    opts: dict[str, Any] = {"ssl": scheme == "rediss+cluster"}
+    if creds:
+        user, _, password = creds.partition(":")
+        opts.update(username=unquote(user) or None, password=unquote(password) or None)
+    return nodes, opts
 
 
 def connect(url: str, timeout: float = 5.0) -> redis.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://`` for TLS, user:password allowed).
+    """A client for ``url`` (``redis://``, ``rediss://`` for TLS, user:password allowed;
+    ``redis+cluster://h1:p1,h2:p2`` for a Redis Cluster: a :class:`RedisCluster`).
 
-    Nothing is sent until the first command; bytes are returned undecoded.
+    Nothing is sent until the first command (a cluster asks its seeds for the slot map at
+    once); bytes are returned undecoded.
     """
+    if is_cluster_url(url):
+        nodes, opts = parse_cluster_url(url)
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes],
+                            socket_timeout=timeout + 30.0, socket_connect_timeout=timeout,
+                            health_check_interval=15, **opts)
     return redis.Redis.from_url(
         url, socket_timeout=timeout + 30.0, socket_connect_timeout=timeout,
         health_check_interval=15, retry_on_timeout=False,
     )
+
+
+def is_cluster(r: Any) -> bool:
+    return isinstance(r, RedisCluster)
+
+
+def group_by_node(items: Iterable[K], node_of: Callable[[K], Hashable]) -> list[tuple[Hashable, list[K]]]:
+    """``items`` grouped by ``node_of`` (e.g. key -> the node serving its slot), groups in
+    order of first appearance, items in their order (pure)."""
+    groups: dict[Hashable, list[K]] = {}
+    for item in items:
+        groups.setdefault(node_of(item), []).append(item)
+    return list(groups.items())
+
+
+def node_clients(r: RedisCluster, keys_: Iterable[K], key_of: Callable[[K], str] = str
+                 ) -> list[tuple[redis.Redis, list[K]]]:
+    """``keys_`` grouped by the primary serving their slot, with a plain client of that node
+    (for what a cluster pipeline cannot carry: scripts, TIME beside a read)."""
+    groups = group_by_node(keys_, lambda k: r.get_node_from_key(key_of(k)).name)
+    return [(r.get_redis_connection(r.get_node(node_name=name)), items) for name, items in groups]
+
+
+def slot_parts(r: RedisCluster, streams: dict[str, str]) -> list[tuple[redis.Redis, list[dict[str, str]]]]:
+    """``streams`` (stream -> id) split per node, then per hash slot: a multi-key command
+    may only name keys of one slot, even on one node."""
+    out = []
+    for client, names in node_clients(r, streams):
+        slots = group_by_node(names, lambda s: r.keyslot(s))
+        out.append((client, [{s: streams[s] for s in ss} for _, ss in slots]))
+    return out
+
+
+POLL_S = 0.02  # a blocking read on a cluster: how often the nodes are asked again
+
+SlotRead = Callable[[redis.Redis, list[dict[str, str]]], list]
+
+
+def read_by_slot(r: RedisCluster, streams: dict[str, str], read: SlotRead, block: Optional[int],
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+                 ) -> list:
+    """A multi-stream read on a cluster: ``read(node client, its streams per slot)`` (one
+    pipeline: a read per slot) for each node, merged. A server cannot block on streams of
+    several slots at once: with ``block`` (ms) the nodes are asked again every
+    :data:`POLL_S` until something comes or ``block`` has passed. A moved slot or a lost
+    node refreshes the slot map, then raises."""
+    deadline = clock() + (block or 0) / 1000
+    while True:
+        try:
+            got = [e for c, parts in slot_parts(r, streams) for e in read(c, parts)]
+        except TOPOLOGY_ERRORS as exc:
+            refresh_topology(r)  # a failover moved a slot: the next read goes to the new primary
+            raise TopologyChanged(f"{exc.__class__.__name__}: {exc}") from exc
+        left = deadline - clock()
+        if got or left <= 0:
+            return got
+        sleep(min(POLL_S, left))
+
+
+def xread_any(r: redis.Redis, streams: dict[str, str], count: int, block: Optional[int]) -> list:
+    """XREAD over ``streams`` (stream -> last id) on one server or across a cluster's slots;
+    the reply as XREAD gives it (a list of (stream, entries))."""
+    if not is_cluster(r):
+        return r.xread(streams, count=count, block=block) or []
+
+    def read(client: redis.Redis, parts: list[dict[str, str]]) -> list:
+        pipe = client.pipeline(transaction=False)
+        for part in parts:
+            pipe.xread(part, count=count)
+        return [item for resp in pipe.execute() for item in (resp or [])]
+
+    return read_by_slot(r, streams, read, block)
+
+
+def connect_async(url: str, timeout: float = 5.0):
+    """An asyncio client for ``url`` (a cluster's for ``redis+cluster://``)."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode as AsyncNode
+    from redis.asyncio.cluster import RedisCluster as AsyncCluster
+
+    if is_cluster_url(url):
+        nodes, opts = parse_cluster_url(url)
+        return AsyncCluster(startup_nodes=[AsyncNode(h, p) for h, p in nodes], socket_connect_timeout=timeout,
+                            **opts)
+    return aioredis.Redis.from_url(url, socket_connect_timeout=timeout)
+
+
+def refresh_topology(r: Any) -> None:
+    """Ask the cluster for its slot map again (after a failover); quiet when it cannot tell yet."""
+    if not is_cluster(r):
+        return
+    try:
+        r.nodes_manager.initialize()
+    except (redis.RedisError, RedisClusterException, OSError) as exc:
+        log.info("cluster slot map not refreshed yet: %s", exc)
 
 
 def redact(url: str) -> str:

@@ -28,10 +28,20 @@ class SettingsError(ValueError):
 
 def check_redis_url(url: Optional[str]) -> Optional[str]:
     """``url`` when it is a Redis URL (``redis://``, ``rediss://``, ``unix://``) with a host
-    and a numeric port; ValueError saying what is expected otherwise."""
+    and a numeric port, or a Redis Cluster's (``redis+cluster://HOST:PORT[,HOST:PORT...]``,
+    ``rediss+cluster://`` for TLS); ValueError saying what is expected otherwise."""
     if url is None:
         return url
-    expected = "expected redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH"
+    expected = ("expected redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS), unix:///PATH "
+                "or redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...] (a Redis Cluster)")
+    if url.split("://", 1)[0] in ("redis+cluster", "rediss+cluster"):
+        from shared.redisio import parse_cluster_url  # redis-py is imported only here
+
+        try:
+            parse_cluster_url(url)
+        except ValueError as exc:
+            raise ValueError(f"not a Redis Cluster URL: {exc} ({expected})") from None
+        return url
     try:
         parts = urlsplit(url)
         port = parts.port  # ValueError when not a number in range
@@ -60,6 +70,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ACTIONSTREAM_", extra="ignore")
 
     redis_url: Annotated[Optional[str], AfterValidator(check_redis_url)] = None  # None: `up` embeds one
+    # after each batch's fenced writes: WAIT for this many replicas (at most redis_wait_ms);
+    # narrows what a failover can lose (replication is asynchronous), costs a round trip; 0: off
+    redis_wait_replicas: int = Field(0, ge=0, le=16)
+    redis_wait_ms: int = Field(100, ge=1, le=60000)
+    # Celery's broker (alerts): a plain Redis; None: redis_url (which must then not be a cluster)
+    broker_url: Annotated[Optional[str], AfterValidator(check_redis_url)] = None
     models_dir: Path = Field(default_factory=_user_cache_dir)
     shared_dir: Optional[Path] = None  # ../shared beside the checkout, when present
     providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -405,10 +405,15 @@ class StageWorker:
         p = writing.plan(outcome, self.stage, dict(self.leases.values))
         try:
             writing.execute_global(self.r, p, self.stage, self.settings.deadletter_maxlen)
-            results = writing.execute_fenced(self.r, self._script, p)
+            results = writing.execute_fenced(self.r, self._script, p, self.settings.redis_wait_replicas,
+                                             self.settings.redis_wait_ms)
         except redis.ResponseError as exc:
             self._write_failed(outcome.cameras(), exc)
             return
+        replicated = results.pop(writing.REPLICATED, None)
+        if replicated is not None and replicated != self.settings.redis_wait_replicas:
+            log.warning("%s: WAIT: %s of %d replicas acknowledged the batch within %d ms", self.worker_id,
+                        replicated, self.settings.redis_wait_replicas, self.settings.redis_wait_ms)
         ok = set()
         for cam, res in results.items():
             if res == writing.OK:

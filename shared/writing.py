@@ -11,8 +11,15 @@ A batch's :class:`Outcome` is planned (pure, :func:`plan`) into
   writes, then acks: a failing XADD (OOM, a wrong type) raises inside the script before
   any XACK runs, so nothing is acked whose output was not written.
 
-The per-camera calls go in one pipeline; each camera's result is one of ``ok``,
+The per-camera calls go in one pipeline (on a Redis Cluster, one per node: a cluster
+pipeline carries no scripts; a call that meets a moved slot is sent again through the
+cluster client, which follows the redirection); each camera's result is one of ``ok``,
 ``fenced`` (the lease is no longer ours: nothing was written or acked) or the error.
+
+Replication is asynchronous: a primary that dies right after a write may take it along
+(its replica, promoted, never saw it). ``wait_replicas`` > 0 sends ``WAIT n ms`` after the
+calls on each node, which returns once ``n`` replicas have the writes (or after ``ms``):
+it narrows that window at the cost of a replication round trip per batch; it cannot close it.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import redis
 
 from shared import keys
 from shared.reading import Entry
-from shared.redisio import add_dead_letter
+from shared.redisio import TOPOLOGY_ERRORS, add_dead_letter, is_cluster, node_clients, refresh_topology
 
 # KEYS[1] the lease; ARGV[1] the lease value we hold; then ops, each
 #   X keyindex maxlen nfields f1 v1 ...   XADD (maxlen '' for none)
@@ -171,19 +178,60 @@ def execute_global(r: redis.Redis, p: Plan, stage: str, deadletter_maxlen: int) 
     pipe.execute()
 
 
-def execute_fenced(r: redis.Redis, script, p: Plan) -> dict[str, Any]:
-    """Run the per-camera fenced calls in one pipeline: camera -> ``ok``, ``fenced`` or the
-    exception the camera's call raised (nothing after the failing command ran)."""
+def execute_fenced(r: redis.Redis, script, p: Plan, wait_replicas: int = 0,
+                   wait_ms: int = 100) -> dict[str, Any]:
+    """Run the per-camera fenced calls in one pipeline per node: camera -> ``ok``,
+    ``fenced`` or the exception the camera's call raised (nothing after the failing command
+    ran). ``wait_replicas``: WAIT for that many replicas (at most ``wait_ms``) on each node;
+    the smallest count acknowledged is under :data:`REPLICATED` (absent without WAIT)."""
     if not p.cameras:
         return {}
-    pipe = r.pipeline(transaction=False)
     order = sorted(p.cameras)
-    for cam in order:
+    if is_cluster(r):
+        groups = node_clients(r, order, lambda cam: p.cameras[cam].keys[0])
+    else:
+        groups = [(r, order)]
+    out: dict[str, Any] = {}
+    for client, cams in groups:
+        got = _execute_node(r, client, script, p, cams, wait_replicas, wait_ms)
+        if REPLICATED in got and REPLICATED in out:
+            got[REPLICATED] = _fewer(out[REPLICATED], got[REPLICATED])
+        out.update(got)
+    return out
+
+
+REPLICATED = "*replicated"  # in execute_fenced's result (no camera id starts with '*'): WAIT's count
+
+
+def _fewer(a: Any, b: Any) -> Any:
+    """The smaller of two WAIT replies (an error counts as none)."""
+    return min(a if isinstance(a, int) else 0, b if isinstance(b, int) else 0)
+
+
+def _execute_node(r, client, script, p: Plan, cams: list[str], wait_replicas: int, wait_ms: int
+                  ) -> dict[str, Any]:
+    pipe = client.pipeline(transaction=False)
+    for cam in cams:
         c = p.cameras[cam]
         script(keys=c.keys, args=c.args, client=pipe)
-    results = pipe.execute(raise_on_error=False)
+    if wait_replicas > 0:
+        pipe.execute_command("WAIT", wait_replicas, wait_ms)
+    try:
+        results = pipe.execute(raise_on_error=False)
+    except TOPOLOGY_ERRORS:
+        refresh_topology(r)
+        raise
     out: dict[str, Any] = {}
-    for cam, res in zip(order, results):
+    if wait_replicas > 0:
+        acked = results.pop()
+        out[REPLICATED] = acked if isinstance(acked, Exception) else int(acked)
+    for cam, res in zip(cams, results):
+        if isinstance(res, redis.exceptions.AskError) and client is not r:
+            refresh_topology(r)  # the slot moved (failover): once more through the cluster client
+            try:
+                res = script(keys=p.cameras[cam].keys, args=p.cameras[cam].args)
+            except redis.RedisError as exc:
+                res = exc
         if isinstance(res, Exception):
             out[cam] = res
         else:

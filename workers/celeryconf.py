@@ -6,14 +6,25 @@ from __future__ import annotations
 import ssl
 
 from shared.ops import DEFAULT_URL
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 ALERTS_QUEUE = "actionstream"
 
 
+def broker_url(settings: Settings) -> str:
+    """The URL of Celery's broker (and result backend): a plain Redis, never a cluster."""
+    url = settings.broker_url or settings.redis_url or DEFAULT_URL
+    if url.split("://", 1)[0].endswith("+cluster"):
+        raise SettingsError("Celery cannot use a Redis Cluster as its broker (kombu has no cluster "
+                            "transport): set ACTIONSTREAM_BROKER_URL to a plain redis:// server")
+    return url
+
+
 def celery_config(settings: Settings, queue: str = ALERTS_QUEUE) -> dict:
-    """Celery settings: JSON only, late acks, the pipeline's Redis as broker, ``queue`` by default."""
-    url = settings.redis_url or DEFAULT_URL
+    """Celery settings: JSON only, late acks, ``queue`` by default, and as broker the pipeline's
+    Redis or ACTIONSTREAM_BROKER_URL (required when the streams are on a Redis Cluster: kombu has
+    no cluster transport)."""
+    url = broker_url(settings)
     config = {
         "broker_url": url, "task_default_queue": queue,
         "task_serializer": "json", "result_serializer": "json", "event_serializer": "json",

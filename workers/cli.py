@@ -58,6 +58,9 @@ TOOLS = {
         "export": "export an ST-GCN checkpoint to ONNX with its model card",
         "train": "train an ST-GCN (PyTorch, the train extra)",
         "fall-model": "build the fall model from skeleton exports (the train extra)"}),
+    "k8s": ("Kubernetes manifests from a cameras file: producers, KEDA autoscaling", {
+        "producers": "a producer Deployment per camera",
+        "scaledobjects": "KEDA ScaledObjects (stream lag per camera) for the pose and action workers"}),
 }
 
 
@@ -381,6 +384,10 @@ def _cmd_tool(args) -> int:
         from workers.pose.cli import pose_main
 
         return pose_main(rest)
+    if args.command == "k8s":
+        from workers.k8s import k8s_main
+
+        return k8s_main(rest)
     from workers.action.stgcn import cli
 
     main = {"export": cli.export_main, "train": cli.train_main, "fall-model": cli.fall_main}

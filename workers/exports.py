@@ -22,7 +22,7 @@ import numpy as np
 
 from shared import codec, keys
 from shared.codec import DecodeError
-from shared.redisio import stream_entries, text
+from shared.redisio import stream_entries, text, xread_any
 from shared.schemas import Event, Skeletons
 from shared.skeleton import Person
 
@@ -58,7 +58,7 @@ class Collector:
 
     def poll(self, block_ms: Optional[int] = 200) -> int:
         """Read what is new; ``block_ms=None`` does not wait (0 would wait forever)."""
-        resp = self.r.xread(self._ids, count=1000, block=block_ms)
+        resp = xread_any(self.r, self._ids, count=1000, block=block_ms)  # per node on a cluster
         entries = stream_entries(resp)
         for stream, entry_id, fields in entries:
             self._ids[stream] = entry_id

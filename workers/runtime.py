@@ -55,10 +55,12 @@ class ModelError(RuntimeError):
 
 
 def create_session(path: str | os.PathLike, providers: Sequence[str] = DEFAULT_PROVIDERS,
-                   threads: int = 0):
+                   threads: int = 0, spin: bool = True):
     """An ``InferenceSession`` on the first available of ``providers`` (CPU is always added).
 
-    ``threads`` = 0 lets onnxruntime choose. Raises :class:`ModelError` naming the file.
+    ``threads`` = 0 lets onnxruntime choose. ``spin`` = False: idle intra-op threads sleep
+    instead of spinning (they leave the CPU to the process's other threads). Raises
+    :class:`ModelError` naming the file.
     """
     require_onnxruntime()
     import onnxruntime as ort
@@ -75,6 +77,8 @@ def create_session(path: str | os.PathLike, providers: Sequence[str] = DEFAULT_P
     if threads:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
     except Exception as exc:  # onnxruntime raises several private exception types

@@ -95,9 +95,10 @@ def _reset(r, cameras: list[Camera], pose_only: bool) -> None:
     the consumer groups made up front so backpressure holds from the first frame."""
     pipe = r.pipeline(transaction=False)
     for cam in cameras:
-        pipe.delete(keys.frames_stream(cam.id), keys.skeletons_stream(cam.id), keys.scores_stream(cam.id),
+        for key in (keys.frames_stream(cam.id), keys.skeletons_stream(cam.id), keys.scores_stream(cam.id),
                     keys.producer_key(cam.id), keys.next_track_key(cam.id), keys.tracker_state_key(cam.id),
-                    keys.action_state_key(cam.id))
+                    keys.action_state_key(cam.id)):
+            pipe.delete(key)  # one key a command: a cluster pipeline carries no multi-key DEL
         for stage in (keys.POSE_GROUP, keys.ACTION_GROUP):
             pipe.hdel(keys.done_key(stage), cam.id)
     pipe.execute()

@@ -2,10 +2,10 @@
 
     python tests/benchmarks/bench_pipeline.py [--video PATH] [--crop X,Y,W,H]
         [--pose-model movenet|mobilenet_thin] [--frames 120] [--runs 3] [--threads 2]
-        [--action-model PATH] [--windows 8]
+        [--action-model PATH] [--windows 8] [--providers CUDAExecutionProvider,CPUExecutionProvider]
 
 Prints medians of ``--runs`` runs, and the medians of the per-run ratios:
-1. bare onnxruntime frames/s of the pose model (preprocessed input, ``session.run`` only);
+1. bare onnxruntime frames/s of the pose model (preprocessed input, model calls only);
 2. pose-worker frames/s through Redis (a real server; JPEG decode, model, decode of the
    outputs, tracking, stream writes and acks included);
 3. action-worker windows/s through Redis vs bare onnxruntime on the same batch of windows.
@@ -43,16 +43,24 @@ def _frames(video: str, crop, n: int) -> list[np.ndarray]:
     return out
 
 
-def bare_pose_fps(model, frames) -> float:
-    """session.run only, on already preprocessed inputs, one frame per call."""
-    if model.name == "movenet":  # batch 1 per call by the graph
-        inputs = [model.preprocess(f)[0] for f in frames]
-    else:
-        inputs = [model.preprocess([f]) for f in frames]
-    t0 = time.perf_counter()
-    for x in inputs:
-        model.session.run([model.output_name], {model.input_name: x})
-    return len(frames) / (time.perf_counter() - t0)
+def bare_inputs(model, frames) -> list[np.ndarray]:
+    """The model's input tensors of ``frames``, one frame per call (MoveNet's graph takes batch 1)."""
+    if model.name == "movenet":
+        return [model.preprocess(f)[0] for f in frames]
+    return [model.preprocess([f]) for f in frames]
+
+
+def bare_pose_fps(model, frames, min_seconds: float = 0.0) -> float:
+    """Model calls only (``model.runner``: ``session.run``, or IO binding on CUDA), on already
+    decoded and preprocessed inputs, one frame per call; passes over ``frames`` until
+    ``min_seconds`` have gone."""
+    inputs = bare_inputs(model, frames)
+    n, t0 = 0, time.perf_counter()
+    while n == 0 or time.perf_counter() - t0 < min_seconds:
+        for x in inputs:
+            model.runner(x)
+        n += len(inputs)
+    return n / (time.perf_counter() - t0)
 
 
 def worker_pose_fps(url: str, model, name: str, video: str, crop, n: int, run: int) -> float:
@@ -138,6 +146,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=120)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--providers", default="CPUExecutionProvider",
+                   help="onnxruntime providers, in order (CPU is always added)")
     p.add_argument("--action-model")
     p.add_argument("--windows", type=int, default=8, help="tracks with a full window each")
     args = p.parse_args(argv)
@@ -148,7 +158,7 @@ def main(argv=None) -> int:
 
     settings = load_settings()
     model = load_pose_model(args.pose_model, resolve_pose_model(args.pose_model, settings),
-                            threads=args.threads)
+                            providers=args.providers.split(","), threads=args.threads)
     crop = parse_crop(args.crop) if args.crop else None
     frames = _frames(args.video, crop, args.frames)
     tmp = Path(tempfile.mkdtemp(prefix="actionstream-bench-"))

@@ -45,11 +45,11 @@ def _stopping(**_) -> None:
 
 def jobs_config(settings: Settings) -> dict:
     """:func:`celery_config` on the jobs queue, with results (progress) and the visibility timeout."""
-    url = settings.redis_url or DEFAULT_URL
     visibility = settings.jobs_visibility_timeout_s
     config = celery_config(settings, QUEUE)
     config.update({
-        "result_backend": url, "task_ignore_result": False, "result_expires": RESULT_EXPIRES_S,
+        "result_backend": config["broker_url"], "task_ignore_result": False,
+        "result_expires": RESULT_EXPIRES_S,
         "broker_transport_options": {
             "visibility_timeout": visibility,
             # look for messages of dead workers often enough to meet the timeout

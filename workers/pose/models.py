@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -24,13 +24,16 @@ log = logging.getLogger(__name__)
 
 @runtime_checkable
 class PoseModel(Protocol):
-    """What the pose worker needs from a pose model."""
+    """What the pose worker needs from a pose model. Both adapters also have ``prepare(image)
+    -> Prepared`` (thread-safe; the worker calls it in its decoding threads) and
+    ``infer_prepared(items)``, which ``infer`` is; the worker uses them where present."""
 
     name: str
 
-    def infer(self, images: Sequence[np.ndarray]) -> list[list[Person]]:
-        """BGR uint8 frames ``[(h_i, w_i, 3)]`` (sizes may differ) -> one list of people per
-        frame, keypoints OpenPose-18 in that frame's pixels."""
+    def infer(self, images: Iterable[np.ndarray]) -> list[list[Person]]:
+        """BGR uint8 frames ``[(h_i, w_i, 3)]`` (sizes may differ; a list, or an iterator the
+        worker fills as frames decode) -> one list of people per frame, keypoints OpenPose-18
+        in that frame's pixels."""
         ...
 
 
@@ -108,7 +111,10 @@ def load_pose_model(name: str, path: str | Path, providers: Sequence[str] = DEFA
     factory = _FACTORIES.get(name)
     if factory is None:
         raise ModelError(f"unknown pose model {name!r}; known: {', '.join(POSE_MODELS)}")
-    session = create_session(path, providers, threads)
+    # no spinning: the worker decodes JPEGs on other threads meanwhile, and on a busy machine
+    # spinning intra-op threads cost MoveNet a third of its speed or more (2 threads on the shared
+    # 2-core machine: 16-20 frames/s spinning, 27-30 not; README, Benchmarks)
+    session = create_session(path, providers, threads, spin=False)
     try:
         model = factory(session, input_size, resize_out_ratio)
     except ModelError as exc:

@@ -17,13 +17,14 @@ every frame into that size instead. The padding is undone exactly on the way out
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from shared.skeleton import Person, coco17_to_openpose18
 from workers.pose.openpose import check_image
+from workers.pose.runner import Prepared, SessionRunner
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,10 @@ class MoveNetModel:
 
     def __init__(self, session, input_size: int | Sequence[int] = DEFAULT_INPUT_SIZE,
                  person_threshold: float = DEFAULT_PERSON_THRESHOLD,
-                 keypoint_threshold: float = DEFAULT_KEYPOINT_THRESHOLD) -> None:
+                 keypoint_threshold: float = DEFAULT_KEYPOINT_THRESHOLD,
+                 io_binding: Optional[bool] = None) -> None:
         self.session = session
+        self.runner = SessionRunner(session, io_binding)  # IO binding on CUDA (None: by provider)
         self.input_size = check_input_size(input_size)
         self.person_threshold = float(person_threshold)
         self.track_thresholds = (max(TRACK_HIGH, self.person_threshold), self.person_threshold)
@@ -132,18 +135,25 @@ class MoveNetModel:
     def run(self, img: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """One frame -> raw rows ``(6, 56)`` and the letterbox used."""
         tensor, box = self.preprocess(img)
-        out = self.session.run([self.output_name], {self.input_name: tensor})[0]
-        return out[0], box
+        return self.runner(tensor)[0], box
 
-    def infer(self, images: Sequence[np.ndarray]) -> list[list[Person]]:
-        """BGR uint8 frames ``[(h_i, w_i, 3)]`` -> one list of :class:`Person` per frame.
+    def prepare(self, img: np.ndarray) -> Prepared:
+        """One BGR frame -> its network input (the worker calls this in its decoding threads)."""
+        tensor, box = self.preprocess(img)
+        return Prepared(tensor, box, img.shape[1], img.shape[0])
 
-        The graph's batch is fixed at 1, so this is one ``session.run`` per frame.
-        """
+    def infer_prepared(self, items: Iterable[Prepared]) -> list[list[Person]]:
+        """Prepared frames -> one list of :class:`Person` per frame. The graph's batch is fixed
+        at 1, so this is one ``session.run`` per frame, taken from ``items`` as it yields them
+        (the worker's iterator decodes and prepares the next ones meanwhile)."""
         results = []
-        for img in images:
-            rows, box = self.run(img)
-            results.append(decode_rows(rows, box, img.shape[1], img.shape[0],
+        for item in items:
+            rows = self.runner(item.tensor)[0]
+            results.append(decode_rows(rows, item.placement, item.width, item.height,
                                        self.person_threshold, self.keypoint_threshold))
-        log.debug("movenet: %d frames (one run each), %d people", len(images), sum(map(len, results)))
+        log.debug("movenet: %d frames (one run each), %d people", len(results), sum(map(len, results)))
         return results
+
+    def infer(self, images: Iterable[np.ndarray]) -> list[list[Person]]:
+        """BGR uint8 frames ``[(h_i, w_i, 3)]`` -> one list of :class:`Person` per frame."""
+        return self.infer_prepared(map(self.prepare, images))

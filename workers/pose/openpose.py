@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from shared.skeleton import Person, box_from_keypoints
+from workers.pose.runner import Prepared, SessionRunner
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,8 @@ class OpenPoseModel:
     track_thresholds = (0.3, 0.0)
 
     def __init__(self, session, input_size: Sequence[int] = DEFAULT_INPUT_SIZE,
-                 resize_out_ratio: float = DEFAULT_RESIZE_OUT_RATIO, nchw: bool = False) -> None:
+                 resize_out_ratio: float = DEFAULT_RESIZE_OUT_RATIO, nchw: bool = False,
+                 io_binding: Optional[bool] = None) -> None:
         if isinstance(input_size, (int, np.integer)) or len(input_size) != 2:
             raise ValueError(f"mobilenet_thin input size must be (width, height), got {input_size!r}")
         w, h = (int(v) for v in input_size)
@@ -264,35 +266,52 @@ class OpenPoseModel:
         if resize_out_ratio <= 0:
             raise ValueError(f"resize_out_ratio must be positive, got {resize_out_ratio}")
         self.session = session
+        self.runner = SessionRunner(session, io_binding)  # IO binding on CUDA (None: by provider)
         self.input_size = (w, h)
         self.resize_out_ratio = float(resize_out_ratio)
         self.nchw = nchw
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
 
+    def prepare(self, img: np.ndarray) -> Prepared:
+        """One BGR frame stretched to the input size, float32 0..255 ``(H, W, 3)`` (the worker
+        calls this in its decoding threads)."""
+        check_image(img)
+        w, h = self.input_size
+        tensor = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        return Prepared(tensor, None, img.shape[1], img.shape[0])
+
+    def _batch(self, items: Sequence[Prepared]) -> np.ndarray:
+        w, h = self.input_size
+        batch = np.stack([item.tensor for item in items]) if items else np.empty((0, h, w, 3), np.float32)
+        return batch.transpose(0, 3, 1, 2).copy() if self.nchw else batch
+
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """BGR uint8 frames ``[(h_i, w_i, 3)]`` -> float32 ``(N, H, W, 3)`` (or NCHW), 0..255."""
-        w, h = self.input_size
-        batch = np.empty((len(images), h, w, 3), np.float32)
-        for i, img in enumerate(images):
-            check_image(img)
-            batch[i] = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
-        return batch.transpose(0, 3, 1, 2).copy() if self.nchw else batch
+        return self._batch([self.prepare(img) for img in images])
+
+    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
+        out = self.runner(batch)
+        return out.transpose(0, 2, 3, 1) if self.nchw else out
 
     def run(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Network outputs ``(N, h, w, 57)`` for the frames, in one ``session.run``."""
-        out = self.session.run([self.output_name], {self.input_name: self.preprocess(images)})[0]
-        return out.transpose(0, 2, 3, 1) if self.nchw else out
+        return self._run_batch(self.preprocess(images))
 
-    def infer(self, images: Sequence[np.ndarray]) -> list[list[Person]]:
-        """BGR uint8 frames ``[(h_i, w_i, 3)]`` -> one list of :class:`Person` per frame."""
-        if len(images) == 0:
+    def infer_prepared(self, items: Iterable[Prepared]) -> list[list[Person]]:
+        """Prepared frames -> one list of :class:`Person` per frame; ``items`` is read to its
+        end first: the whole batch goes through one run."""
+        items = list(items)
+        if not items:
             return []
-        outs = self.run(images)
-        people = [self.to_people(self.decode(out), img.shape[1], img.shape[0])
-                  for out, img in zip(outs, images)]
-        log.debug("mobilenet_thin: %d frames in one run, %d people", len(images), sum(map(len, people)))
+        outs = self._run_batch(self._batch(items))
+        people = [self.to_people(self.decode(out), item.width, item.height) for out, item in zip(outs, items)]
+        log.debug("mobilenet_thin: %d frames in one run, %d people", len(items), sum(map(len, people)))
         return people
+
+    def infer(self, images: Iterable[np.ndarray]) -> list[list[Person]]:
+        """BGR uint8 frames ``[(h_i, w_i, 3)]`` -> one list of :class:`Person` per frame."""
+        return self.infer_prepared(map(self.prepare, images))
 
     def decode(self, out: np.ndarray) -> list[Human]:
         """One output ``(h, w, 57)`` -> people, x/y in network-output cells."""

@@ -3,14 +3,23 @@
 The worker reads up to ``batch_per_camera`` frames from every camera it holds in one
 XREADGROUP, decodes them, runs the pose model once over the whole batch, tracks people
 per camera, and writes one skeleton entry per frame (frames with nobody in them too).
+
+JPEGs decode in a small thread pool (OpenCV releases the GIL), and a model with ``prepare``
+(both adapters) has each frame made ready for its network there too (resize, colour, layout);
+they are handed to the model in the batch's order as each is ready
+(``model.infer_prepared``): a model that runs frame by frame (MoveNet) infers the first
+frame while the next ones decode, so decoding hides behind the model calls.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import threading
 import time
-from typing import Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Optional
 
 from shared import codec, keys, metrics
 from shared.codec import DecodeError
@@ -21,6 +30,19 @@ from shared.worker import Entry, Outcome, Output, StageWorker
 from workers.pose.tracker import Tracker, TrackerConfig
 
 log = logging.getLogger(__name__)
+
+DECODE_THREADS = 2
+_pool: Optional[ThreadPoolExecutor] = None
+_pool_lock = threading.Lock()
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    """The process's JPEG-decoding threads (one pool for every pose worker in it)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="pose-decode")
+        return _pool
 
 
 class PoseWorker(StageWorker):
@@ -106,8 +128,11 @@ class PoseWorker(StageWorker):
                 out.done.append(entry)
             else:
                 frames.append((entry, msg))
-        images, ok = self._decode_images(frames, out)
-        people = self._infer(images) if images else []
+        ok, images = self._decode_images(frames, out)
+        first = next(images, None)  # waits for the first decode; None: no frame to infer
+        people = self._infer(itertools.chain([first], images)) if first is not None else []
+        if any(True for _ in images):  # a model that stopped early would lose frames
+            raise RuntimeError("the pose model did not take every frame of the batch")
         self._emit(ok, people, out)
         return out
 
@@ -119,29 +144,42 @@ class PoseWorker(StageWorker):
         age = self.entry_age_s(frame)
         return age is not None and age > self.settings.max_lag_s
 
-    def _decode_images(self, frames, out: Outcome):
-        images, ok = [], []
-        for entry, msg in frames:
-            if isinstance(msg, EndOfStream):
-                ok.append((entry, msg))
-                continue
-            try:
-                images.append(codec.decode_jpeg(msg))
-                ok.append((entry, msg))
-            except DecodeError as exc:
-                out.dead.append((entry, str(exc)))
-        return images, ok
+    def _decode_images(self, frames, out: Outcome) -> tuple[list, Iterator]:
+        """``(ok, images)``: every frame's JPEG is queued for decoding (and the model's
+        ``prepare``) at once; ``images`` yields them in the batch's order as each is ready.
+        A corrupt JPEG goes to ``out.dead``; ``ok`` (the entries to emit, end-of-stream marks
+        included, in order) is complete once ``images`` is exhausted."""
+        pool, prepare = decode_pool(), getattr(self.model, "prepare", None)
+        jobs = [(entry, msg, None if isinstance(msg, EndOfStream) else pool.submit(_decode, msg, prepare))
+                for entry, msg in frames]
+        ok: list = []
 
-    def _infer(self, images):
+        def images():
+            for entry, msg, job in jobs:
+                if job is not None:
+                    try:
+                        image = job.result()
+                    except DecodeError as exc:
+                        out.dead.append((entry, str(exc)))
+                        continue
+                    ok.append((entry, msg))
+                    yield image
+                else:
+                    ok.append((entry, msg))
+        return ok, images()
+
+    def _infer(self, images: Iterator) -> list:
         t0 = time.perf_counter()
-        people = self.model.infer(images)
+        counted = _Counted(images)
+        prepared = hasattr(self.model, "prepare")  # then the images came prepared (_decode)
+        people = self.model.infer_prepared(counted) if prepared else self.model.infer(counted)
         seconds = time.perf_counter() - t0
         self.metrics["model_s"] += seconds
         metrics.INFERENCE_SECONDS.labels(self.stage, self.model_name).observe(seconds)
-        metrics.INFERENCE_ITEMS.labels(self.stage, self.model_name).observe(len(images))
+        metrics.INFERENCE_ITEMS.labels(self.stage, self.model_name).observe(counted.n)
         self.metrics["model_calls"] += 1
-        if len(people) != len(images):
-            raise RuntimeError(f"pose model returned {len(people)} results for {len(images)} frames")
+        if len(people) != counted.n:
+            raise RuntimeError(f"pose model returned {len(people)} results for {counted.n} frames")
         return people
 
     def _emit(self, ok, people, out: Outcome) -> None:
@@ -236,6 +274,27 @@ def group_floors(r, streams: list[str], group: str) -> dict[str, str]:
             if summary and summary.get("min"):
                 floors[stream] = text(summary["min"])
     return floors
+
+
+def _decode(frame: Frame, prepare):
+    """The frame's image (DecodeError for a bad JPEG), made ready by ``prepare`` when given."""
+    image = codec.decode_jpeg(frame)
+    return prepare(image) if prepare is not None else image
+
+
+class _Counted:
+    """An iterator that counts what it gave."""
+
+    def __init__(self, it: Iterator) -> None:
+        self.it, self.n = it, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = next(self.it)
+        self.n += 1
+        return item
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import AsyncIterator, Optional
 
 import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -27,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from shared import codec, keys
 from shared.codec import DecodeError
 from shared.ops import DEFAULT_URL
-from shared.redisio import CONNECTION_ERRORS, connect, redact, text
+from shared.redisio import CONNECTION_ERRORS, connect, connect_async, redact, text
 from shared.settings import Settings
 from workers.web.data import PageData
 
@@ -70,7 +69,7 @@ async def _start_id(client, last_event_id: Optional[str]) -> str:
 
 
 async def _live_events(request: Request, url: str, data: PageData) -> AsyncIterator[str]:
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=5.0)
+    client = connect_async(url)  # a cluster's client for redis+cluster://
     try:
         yield "retry: 2000\n\n"
         last = None

@@ -1,0 +1,389 @@
+"""Capacity: live cameras one pose worker (then two) holds, against bare onnxruntime.
+
+    python tests/benchmarks/capacity.py [--workers 1,2] [--fps 15] [--max-cameras 16]
+        [--threads 1] [--providers CPUExecutionProvider] [--warmup 8] [--window 15]
+        [--lag-limit 1.0] [--action]
+
+Real parts only: an embedded Redis (Valkey) on a free port; one producer process per camera
+(the project's :class:`Producer` in live mode: MAXLEN ~, epoch, seq) looping a UP-Fall clip
+pair at 640x480, 15 fps: the subject walking (the first seconds of an A06 "walking" clip)
+then falling (an A01-A05 fall, same trial and camera), each camera its own pair; the pose
+workers are the command users run (``python -m workers.cli pose-worker``), with MoveNet;
+with ``--action`` the action worker runs too (shipped fall model).
+
+Cameras are added one at a time. After ``--warmup`` seconds each step is measured for
+``--window`` seconds, sampling every 0.5 s each worker's ``/metrics``: the live lag is
+``actionstream_entry_age_seconds`` (how long the oldest entry of a camera's last batch
+waited in its stream at the pose read, on the Redis server's clock, as the workers measure
+it), the worst camera of each sample, median over the window; frames/s is the frames that
+went through the model (``actionstream_inference_batch_size_sum``); frames offered is what
+the producers added to the streams (XINFO STREAM entries-added). A step holds when the lag
+(the median over the window and over its last 2 s) stays within ``--lag-limit`` and the
+backlog (frames not yet acked) does not grow by 0.5 s of frames per camera over the window
+(a worker falling behind, not yet 1 s late); the first step that does not ends the climb;
+the most frames/s of any step is the saturated throughput (``max_lag_s`` is raised to 60 s,
+so that past capacity the workers process every frame instead of skipping stale ones).
+
+"Bare onnxruntime" is the ceiling: the same model file, providers and threads, one process
+per worker running concurrently, model calls only (``model.runner``) on frames already
+JPEG-decoded (the producers' own JPEGs) and preprocessed, one frame per call as the worker
+does (MoveNet's graph takes batch 1). The ratio is saturated pipeline frames/s over bare.
+On a machine shared with other work, wall-clock rates follow the CPU share each process
+gets; the CPU time per frame (the pose workers' processes, all threads, against bare's) is
+steadier, and its ratio is the throughput ratio where the cores are the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from producer.producer import Producer  # noqa: E402
+from producer.sources import crop_and_resize, open_source  # noqa: E402
+from shared import keys  # noqa: E402
+from shared.redis_server import RedisServer  # noqa: E402
+from shared.redisio import connect, group_lag  # noqa: E402
+from shared.schemas import Frame  # noqa: E402
+from shared.settings import load_settings, make_camera  # noqa: E402
+
+UPFALL = ROOT.parent / "shared" / "data" / "upfall"
+# camera i: (walking clip, fall clip) of one trial and camera view; 30 pairs, all different
+PAIRS = [(f"A06-S01-T{1 + i % 3}-C{1 + i // 3 % 2}", f"A0{1 + i % 5}-S01-T{1 + i % 3}-C{1 + i // 3 % 2}")
+         for i in range(30)]
+WIDTH, HEIGHT = 640, 480
+WALK_S = 4.0
+GROWTH_S = 0.5  # a backlog growing by this many seconds of frames per camera in a window: not held
+METRIC = re.compile(r'^(\w+)\{([^}]*)\}\s+(\S+)$')
+
+
+# ---------------------------------------------------------------- the frames of a camera
+
+def clip_jpegs(path: Path, fps: float, quality: int, seconds: float | None = None) -> list[bytes]:
+    """The clip resampled to ``fps`` (nearest frame in time), at 640x480, JPEG-encoded as the
+    producer does (``--seconds``: only the first ones)."""
+    src = open_source(str(path))
+    n = int(src.frame_count * fps / src.fps)
+    if seconds is not None:
+        n = min(n, int(seconds * fps))
+    wanted = [min(src.frame_count - 1, round(k * src.fps / fps)) for k in range(n)]
+    out = []
+    for i, img in enumerate(src.frames()):
+        if i > wanted[-1]:
+            break
+        img = crop_and_resize(img, None, WIDTH)
+        if img.shape[:2] != (HEIGHT, WIDTH):
+            raise SystemExit(f"capacity: {path.name} gives {img.shape[1]}x{img.shape[0]} frames, "
+                             f"not {WIDTH}x{HEIGHT}")
+        jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+        out += [jpeg] * wanted.count(i)
+    src.close()
+    return out
+
+
+def camera_jpegs(index: int, fps: float, quality: int) -> list[bytes]:
+    """Camera ``index``'s loop: the subject walking, then falling."""
+    walk, fall = PAIRS[index % len(PAIRS)]
+    return (clip_jpegs(UPFALL / f"{walk}.mp4", fps, quality, WALK_S)
+            + clip_jpegs(UPFALL / f"{fall}.mp4", fps, quality))
+
+
+class LoopingProducer(Producer):
+    """The project's producer in live mode, publishing a camera's loop for ever. The loop is
+    JPEG-encoded once and its bytes re-sent: a camera costs this machine its XADDs, not a
+    video decode and an encode per frame (those run where the cameras are)."""
+
+    def __init__(self, settings, camera, jpegs: list[bytes]) -> None:
+        super().__init__(settings, camera)
+        self.jpegs = jpegs
+
+    def _publish_all(self, source, max_frames) -> int:
+        seq, t0 = self.first_seq, self.clock()
+        self.stats["state"] = "running"
+        while not self._stop:
+            k = seq - self.first_seq
+            ts = t0 + k / self.camera.fps
+            self._wait_until(ts)
+            self._publish(Frame(self.camera.id, seq, ts, WIDTH, HEIGHT, self.jpegs[k % len(self.jpegs)]))
+            seq += 1
+        return seq
+
+
+def role_producer(url: str, camera: str, index: int, fps: float) -> int:
+    settings = load_settings(redis_url=url, mode="live")
+    jpegs = camera_jpegs(index, fps, settings.jpeg_quality)
+    fall = PAIRS[index % len(PAIRS)][1]
+    producer = LoopingProducer(settings, make_camera(id=camera, source=str(UPFALL / f"{fall}.mp4"),
+                                                     fps=fps, mode="live"), jpegs)
+    signal.signal(signal.SIGTERM, producer.request_stop)
+    return producer.run()
+
+
+def role_bare(providers: str, threads: int, seconds: float, fps: float, spin: bool = False) -> int:
+    """Print bare onnxruntime frames/s (JSON) on two cameras' frames, decoded from their JPEGs.
+    ``spin``: with onnxruntime's spinning intra-op threads (the pose worker turns them off)."""
+    from bench_pipeline import bare_pose_fps
+
+    from shared.modelpaths import resolve_pose_model
+    from workers.pose.models import load_pose_model
+    from workers.pose.movenet import MoveNetModel
+    from workers.runtime import create_session
+
+    settings = load_settings()
+    path = resolve_pose_model("movenet", settings)
+    if spin:
+        model = MoveNetModel(create_session(path, providers.split(","), threads, spin=True))
+    else:
+        model = load_pose_model("movenet", path, providers=providers.split(","), threads=threads)
+    jpegs = camera_jpegs(0, fps, settings.jpeg_quality) + camera_jpegs(1, fps, settings.jpeg_quality)
+    frames = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs[::2]]
+    bare_pose_fps(model, frames[:10])  # warm-up
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    rate = bare_pose_fps(model, frames, seconds)
+    n = rate * (time.perf_counter() - t0)
+    print(json.dumps({"fps": rate, "cpu_ms": 1000 * (time.process_time() - cpu0) / n,
+                      "provider": model.session.get_providers()[0]}), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------- processes and measurement
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(url: str, args) -> dict:
+    env = dict(os.environ, ACTIONSTREAM_REDIS_URL=url, ACTIONSTREAM_MODE="live",
+               ACTIONSTREAM_LOG_LEVEL="WARNING", ACTIONSTREAM_THREADS=str(args.threads),
+               ACTIONSTREAM_PROVIDERS=json.dumps(args.providers.split(",")),
+               ACTIONSTREAM_LEASE_TTL_S="4",  # cameras are taken within a lease period (1 s)
+               ACTIONSTREAM_MAX_LAG_S="60")  # past capacity every frame is processed, none skipped
+    env.pop("ACTIONSTREAM_METRICS_PORT", None)
+    return env
+
+
+def bare_fps(args, workers: int) -> dict:
+    """Summed frames/s of ``workers`` bare processes running at once, CPU ms per frame."""
+    cmd = [sys.executable, __file__, "--role", "bare", "--providers", args.providers,
+           "--threads", str(args.threads), "--seconds", str(args.bare_seconds), "--fps", str(args.fps)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    return {"fps": sum(o["fps"] for o in outs), "cpu_ms": statistics.mean(o["cpu_ms"] for o in outs),
+            "provider": outs[0]["provider"]}
+
+
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system, all threads) the processes have used."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def scrape(urls: list[str]) -> dict:
+    """The workers' pose metrics, summed: frames inferred, stale skips; ages per camera."""
+    out = {"inferred": 0.0, "stale": 0.0, "ages": {}}
+    for url in urls:
+        try:
+            text = urllib.request.urlopen(url, timeout=2).read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            m = METRIC.match(line)
+            if not m or 'stage="pose"' not in m.group(2):
+                continue
+            name, labels, value = m.group(1), m.group(2), float(m.group(3))
+            if name == "actionstream_inference_batch_size_sum":
+                out["inferred"] += value
+            elif name == "actionstream_frames_skipped_total" and 'reason="stale"' in labels:
+                out["stale"] += value
+            elif name == "actionstream_entry_age_seconds":
+                out["ages"][re.search(r'camera="([^"]*)"', labels).group(1)] = value
+    return out
+
+
+def offered(r, cameras: list[str]) -> int:
+    """Frames the producers have added to the cameras' streams in all."""
+    return sum(int(r.xinfo_stream(keys.frames_stream(c))["entries-added"]) for c in cameras)
+
+
+def backlog(r, cameras: list[str]) -> int:
+    """Frames the pose group has not yet acked, all cameras."""
+    return sum(group_lag(r, keys.frames_stream(c), keys.POSE_GROUP) or 0 for c in cameras)
+
+
+def measure(r, urls: list[str], cameras: list[str], seconds: float, pids: dict) -> dict:
+    """One step's figures over ``seconds``; ``pids``: {group: [pid]} whose CPU use is shown."""
+    a, added_a, t_a, backlog_a = scrape(urls), offered(r, cameras), time.monotonic(), backlog(r, cameras)
+    cpu_a = {g: cpu_s(ps) for g, ps in pids.items()}
+    lags = []
+    while time.monotonic() - t_a < seconds:
+        time.sleep(0.5)
+        ages = scrape(urls)["ages"]
+        lags.append(max((ages.get(c, 0.0) for c in cameras), default=0.0))
+    b, added_b, t_b, backlog_b = scrape(urls), offered(r, cameras), time.monotonic(), backlog(r, cameras)
+    dt = t_b - t_a
+    cpu = {g: (cpu_s(ps) - cpu_a[g]) / dt for g, ps in pids.items()}
+    processed = (b["inferred"] - a["inferred"]) / dt
+    return {"offered": (added_b - added_a) / dt, "processed": processed,
+            "stale": (b["stale"] - a["stale"]) / dt, "lag": statistics.median(lags),
+            "lag_max": max(lags), "lag_end": statistics.median(lags[-4:]), "growth": backlog_b - backlog_a,
+            "cpu": cpu, "pose_cpu_ms": 1000 * cpu["pose"] / max(processed, 1e-9)}
+
+
+def climb(url: str, args, workers: int) -> dict:
+    """Add cameras until the lag passes the limit: cameras held, frames/s at that step, the
+    most frames/s of any step (the saturated throughput: the first step not held, or a held
+    one when reading and skipping a stale backlog cost more) and the workers' CPU ms per frame
+    there."""
+    env, r = _env(url, args), connect(url)
+    r.flushall()  # our own server: no leases, heartbeats or streams from the last climb
+    ports = [_free_port() for _ in range(workers)]
+    procs = [subprocess.Popen([sys.executable, "-m", "workers.cli", "pose-worker", "--metrics-port",
+                               str(port)], cwd=ROOT, env=env) for port in ports]
+    if args.action:
+        procs.append(subprocess.Popen([sys.executable, "-m", "workers.cli", "action-worker"],
+                                      cwd=ROOT, env=env))
+    urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
+    cams: list[str] = []
+    pids = {"pose": [p.pid for p in procs[:workers]], "producers": [],
+            "redis": [int(r.info("server")["process_id"])]}
+    res = {"held": 0, "held_fps": 0.0, "saturated": 0.0, "pose_cpu_ms": 0.0, "limit_reached": False}
+    try:
+        _wait_for_workers(r, workers)
+        print(f"\n{workers} pose worker(s): {'cams':>4} {'offered':>8} {'processed':>9} {'stale/s':>7} "
+              f"{'lag med':>7} {'lag max':>7} {'CPU% pose':>9} {'ms/frame':>8} {'producers':>9} {'redis':>5}",
+              flush=True)
+        while len(cams) < args.max_cameras:
+            cams.append(f"cap-{len(cams):02d}")
+            procs.append(subprocess.Popen([sys.executable, __file__, "--role", "producer", "--redis", url,
+                                           "--camera", cams[-1], "--index", str(len(cams) - 1),
+                                           "--fps", str(args.fps)], env=env))
+            pids["producers"].append(procs[-1].pid)
+            time.sleep(args.warmup)
+            m = measure(r, urls, cams, args.window, pids)
+            grows = m["growth"] > GROWTH_S * args.fps * len(cams)  # falling behind, not yet 1 s late
+            ok = max(m["lag"], m["lag_end"]) <= args.lag_limit and not grows
+            c = {g: 100 * v for g, v in m["cpu"].items()}
+            print(f"{'':>20} {len(cams):4d} {m['offered']:8.1f} {m['processed']:9.1f} {m['stale']:7.1f} "
+                  f"{m['lag']:7.2f} {m['lag_max']:7.2f} {c['pose']:9.0f} {m['pose_cpu_ms']:8.1f} "
+                  f"{c['producers']:9.0f} {c['redis']:5.0f}  {'held' if ok else 'NOT held'}", flush=True)
+            if m["processed"] > res["saturated"]:  # the most the workers did in any step
+                res.update(saturated=m["processed"], pose_cpu_ms=m["pose_cpu_ms"])
+            if not ok:
+                res["limit_reached"] = True
+                break
+            res.update(held=len(cams), held_fps=m["processed"])
+    finally:
+        _stop(procs)
+    return res
+
+
+def _wait_for_workers(r, workers: int, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        beats = [json.loads(r.get(k) or "{}") for k in r.scan_iter(match=keys.worker_pattern())]
+        if sum(b.get("stage") == keys.POSE_GROUP for b in beats) >= workers:
+            return
+        time.sleep(0.5)
+    raise SystemExit("capacity: the pose workers did not start (see their log above)")
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", default="1,2", help="pose worker counts to climb with, in turn")
+    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--max-cameras", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads per worker")
+    p.add_argument("--providers", default="CPUExecutionProvider",
+                   help="e.g. CUDAExecutionProvider,CPUExecutionProvider (CUDA: IO binding)")
+    p.add_argument("--warmup", type=float, default=8.0, help="seconds after adding a camera")
+    p.add_argument("--window", type=float, default=15.0, help="seconds measured per step")
+    p.add_argument("--lag-limit", type=float, default=1.0, help="live lag (s) a held step stays within")
+    p.add_argument("--bare-seconds", type=float, default=10.0)
+    p.add_argument("--action", action="store_true", help="run the action worker too")
+    p.add_argument("--role", choices=["producer", "bare"], help=argparse.SUPPRESS)
+    p.add_argument("--redis", help=argparse.SUPPRESS)
+    p.add_argument("--camera", help=argparse.SUPPRESS)
+    p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--seconds", type=float, default=8.0, help=argparse.SUPPRESS)
+    p.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)  # bare: onnxruntime spinning
+    args = p.parse_args(argv)
+    if args.role == "producer":
+        return role_producer(args.redis, args.camera, args.index, args.fps)
+    if args.role == "bare":
+        return role_bare(args.providers, args.threads, args.seconds, args.fps, args.spin)
+    missing = [n for pair in PAIRS for n in pair if not (UPFALL / f"{n}.mp4").is_file()]
+    if missing:
+        print(f"capacity: UP-Fall clips absent from {UPFALL} ({', '.join(missing[:3])}...)", file=sys.stderr)
+        return 2
+    print(f"load average at the start {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    rows = []
+    with RedisServer() as server:
+        for workers in (int(w) for w in args.workers.split(",")):
+            before = bare_fps(args, workers)
+            print(f"bare onnxruntime, {workers} process(es) at once: {before['fps']:.1f} frames/s, "
+                  f"{before['cpu_ms']:.1f} CPU ms/frame on {before['provider']}", flush=True)
+            res = climb(server.url, args, workers)
+            after = bare_fps(args, workers)
+            print(f"bare onnxruntime again: {after['fps']:.1f} frames/s, {after['cpu_ms']:.1f} CPU ms/frame",
+                  flush=True)
+            rows.append(dict(res, workers=workers, provider=before["provider"],
+                             bare=(before["fps"] + after["fps"]) / 2,
+                             bare_cpu_ms=(before["cpu_ms"] + after["cpu_ms"]) / 2))
+    action = ", action worker running" if args.action else ""
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average at the end {load} on {os.cpu_count()} cores")
+    print(f"\ncapacity: MoveNet, {WIDTH}x{HEIGHT} at {args.fps:g} fps per camera, {args.threads} onnxruntime "
+          f"thread(s) per worker, lag limit {args.lag_limit:g} s{action}; bare: mean of before and after")
+    print("| pose workers | provider | cameras held | frames/s there | saturated frames/s "
+          "| bare onnxruntime frames/s | ratio | CPU ms/frame: worker / bare | ratio (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for w in rows:
+        held = w["held"] if w["limit_reached"] else f"{w['held']} or more (--max-cameras)"
+        print(f"| {w['workers']} | {w['provider'].replace('ExecutionProvider', '')} | {held} "
+              f"| {w['held_fps']:.1f} | {w['saturated']:.1f} | {w['bare']:.1f} "
+              f"| {w['saturated'] / w['bare']:.2f} | {w['pose_cpu_ms']:.1f} / {w['bare_cpu_ms']:.1f} "
+              f"| {w['bare_cpu_ms'] / w['pose_cpu_ms']:.2f} |")
+    if not all(w["limit_reached"] for w in rows):
+        print("(a climb that reached --max-cameras did not saturate: its ratios are not the ceiling's)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
