@@ -31,6 +31,25 @@ from producer.sources import Source, SourceError, crop_and_resize, open_source
 log = logging.getLogger(__name__)
 
 
+# KEYS[1] the frame stream, KEYS[2] the producer hash; ARGV: the item's seq, the next seq, the
+# MAXLEN ('' for none), 'frame' or the end-of-stream tag 'eos:EPOCH:SEQ', then field, value, ...
+PUBLISH = """
+if ARGV[4] == 'frame' then
+  if tonumber(ARGV[1]) < tonumber(redis.call('HGET', KEYS[2], 'seq') or '0') then return 0 end
+else
+  if redis.call('HGET', KEYS[2], 'eos') == ARGV[4] then return 0 end
+  redis.call('HSET', KEYS[2], 'eos', ARGV[4])
+end
+local args = {KEYS[1]}
+if ARGV[3] ~= '' then args = {KEYS[1], 'MAXLEN', '~', ARGV[3]} end
+args[#args + 1] = '*'
+for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call('XADD', unpack(args))
+redis.call('HSET', KEYS[2], 'seq', ARGV[2])
+return 1
+"""
+
+
 class Producer:
     """Publishes one camera. Nothing happens until :meth:`run`."""
 
@@ -60,6 +79,7 @@ class Producer:
         source = open_source(self.camera.source, self.camera.fps)  # SourceError -> caller
         url = self.settings.redis_url or "redis://127.0.0.1:6379/0"
         self.r = connect(url)
+        self._publish_script = self.r.register_script(PUBLISH)
         log.info("camera %s: %s source %s at %.1f fps, mode %s, redis %s", self.camera.id,
                  source.kind, source.spec, source.fps, self.mode, redact(url))
         self._until_written(self._register, source)
@@ -67,7 +87,7 @@ class Producer:
         source.close()
         if source.finite or max_frames is not None:
             eos = codec.encode_frame(EndOfStream(self.camera.id, seq))
-            self._until_written(lambda: self._xadd(eos, next_seq=seq))
+            self._until_written(lambda: self._xadd(eos, seq))
         self.stats["state"] = "finished"
         self._beat(force=True)
         log.info("camera %s: published %d frames (seq %d to %d, epoch %d), dropped %d", self.camera.id,
@@ -131,11 +151,11 @@ class Producer:
         metrics.FRAMES_IN.labels("producer", cam).inc()
         if self.mode == "replay":
             self._until_written(self._wait_for_room)
-            self._until_written(lambda: self._xadd(fields, next_seq=frame.seq + 1))
+            self._until_written(lambda: self._xadd(fields, frame.seq + 1))
             metrics.FRAMES_OUT.labels("producer", cam).inc()
         else:
             try:
-                self._xadd(fields, maxlen=self.settings.live_maxlen, next_seq=frame.seq + 1)
+                self._xadd(fields, frame.seq + 1, maxlen=self.settings.live_maxlen)
                 metrics.FRAMES_OUT.labels("producer", cam).inc()
             except CONNECTION_ERRORS as exc:
                 self.stats["dropped"] += 1
@@ -144,13 +164,16 @@ class Producer:
         self.stats["frames"] += 1
         self._beat()
 
-    def _xadd(self, fields: dict, maxlen: Optional[int] = None, next_seq: Optional[int] = None) -> None:
-        """XADD ``fields``; with ``next_seq``, record it as where a restart continues."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.xadd(self.stream, fields, maxlen=maxlen, approximate=True)
-        if next_seq is not None:
-            pipe.hset(self.key, "seq", next_seq)
-        pipe.execute()
+    def _xadd(self, fields: dict, next_seq: int, maxlen: Optional[int] = None) -> bool:
+        """XADD ``fields`` and record ``next_seq`` as where a restart continues, in one script
+        that refuses what was already published: a write retried after an error that left its
+        fate unknown (a lost reply, a failover) adds nothing twice. False when refused."""
+        eos = fields.get("kind") == "eos"
+        tag = f"eos:{self.epoch}:{fields['seq']}" if eos else "frame"
+        args = [fields["seq"], next_seq, "" if maxlen is None else maxlen, tag]
+        for k, v in fields.items():
+            args += [k, v]
+        return bool(self._publish_script(keys=[self.stream, self.key], args=args))
 
     def _lagging(self) -> bool:
         return (group_lag(self.r, self.stream, keys.POSE_GROUP) or 0) >= self.settings.replay_max_lag

@@ -137,16 +137,23 @@ def read_by_slot(r: RedisCluster, streams: dict[str, str], read: SlotRead, block
         sleep(min(POLL_S, left))
 
 
-def xread_any(r: redis.Redis, streams: dict[str, str], count: int, block: Optional[int]) -> list:
-    """XREAD over ``streams`` (stream -> last id) on one server or across a cluster's slots;
-    the reply as XREAD gives it (a list of (stream, entries))."""
+def xread_any(r: redis.Redis, streams: dict[str, str], count: int, block: Optional[int],
+              group: Optional[str] = None, consumer: str = "") -> list:
+    """XREAD over ``streams`` (stream -> last id) on one server or across a cluster's slots
+    (with ``group``: XREADGROUP as ``consumer``); the reply as XREAD gives it (a list of
+    (stream, entries); an entry deleted while pending has fields None)."""
+    def one(client: Any, part: dict[str, str], blk: Optional[int]):
+        if group is None:
+            return client.xread(part, count=count, block=blk)
+        return client.xreadgroup(group, consumer, part, count=count, block=blk)
+
     if not is_cluster(r):
-        return r.xread(streams, count=count, block=block) or []
+        return one(r, streams, block) or []
 
     def read(client: redis.Redis, parts: list[dict[str, str]]) -> list:
         pipe = client.pipeline(transaction=False)
         for part in parts:
-            pipe.xread(part, count=count)
+            one(pipe, part, None)
         return [item for resp in pipe.execute() for item in (resp or [])]
 
     return read_by_slot(r, streams, read, block)

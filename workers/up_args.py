@@ -30,6 +30,9 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-web", action="store_true", help="do not serve the web page")
     p.add_argument("--no-history", action="store_true",
                    help="do not record the run's events in the event history (ACTIONSTREAM_HISTORY_URL)")
+    p.add_argument("--archive", nargs="?", const="", metavar="DIR",
+                   help="also run the archiver: the run's frames, skeletons and events kept in DIR "
+                   "(default: ACTIONSTREAM_ARCHIVE_DIR, else <data dir>/archive); up ends once all is stored")
     p.add_argument("--web-port", type=int, default=8080,
                    help="the web page's port (default 8080; a free one when that is taken)")
     p.add_argument("--web-host", default="127.0.0.1", help="the web page's address (default 127.0.0.1)")

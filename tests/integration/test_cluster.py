@@ -22,9 +22,9 @@ import time
 import pytest
 from redis.crc import key_slot
 
-from shared import codec, keys
+from shared import codec, heartbeat, keys
 from shared.redis_server import LocalCluster
-from shared.redisio import connect
+from shared.redisio import connect, ensure_group
 from shared.schemas import Event, Skeletons
 from shared.settings import Settings
 from tests.conftest import ROOT, shared_path
@@ -174,3 +174,89 @@ def test_alerts_follow_the_clusters_events_with_celery_on_a_plain_redis(cluster,
         worker.terminate()
         worker.wait(timeout=30)
         hooks.server.shutdown()
+
+
+
+def test_the_archiver_keeps_the_streams_of_every_primary_and_leaves_nothing_pending(rc, cluster, tmp_path):
+    """One XREADGROUP over streams of many slots is refused by a cluster (CROSSSLOT): the
+    archiver reads per slot and acks per node; entries trimmed while pending are not left
+    pending either."""
+    from tests.workers.archive.archive_helpers import (Clock, event, pending, publish_event, publish_frames,
+                                                       publish_skeletons, settings)
+    from workers.archive.archiver import Archiver
+    from workers.archive.reader import ArchiveReader
+    from workers.archive.storage import LocalStorage
+
+    ids = {}
+    for cam in CAMERAS:
+        ids[cam] = publish_frames(rc, cam, range(12), eos=True)
+        publish_skeletons(rc, cam, range(12))
+        publish_event(rc, event(cam, 11))
+    stream = keys.frames_stream("cam-1")
+    ensure_group(rc, stream, keys.ARCHIVE_GROUP)
+    rc.xreadgroup(keys.ARCHIVE_GROUP, "archive-1", {stream: ">"}, count=4)  # read, then the archiver died
+    rc.xtrim(stream, minid=ids["cam-1"][2], approximate=False)  # frames 0 and 1: gone unarchived
+    storage = LocalStorage(tmp_path / "archive", writer=True)
+    try:
+        archiver = Archiver(rc, storage, settings(cluster.url, storage.root), block_ms=50, clock=Clock())
+        while archiver.tick():  # a read across slots that the cluster refuses raises here
+            pass
+        reader = ArchiveReader(storage)
+        for cam in CAMERAS:
+            first = 2 if cam == "cam-1" else 0
+            assert [rec.seq for rec in reader.read(cam, "frames")] == list(range(first, 12)), cam
+            assert [rec.seq for rec in reader.read(cam, "skeletons")] == list(range(12)), cam
+            assert [rec.seq for rec in reader.read(cam, "events")] == [11], cam
+            assert pending(rc, keys.frames_stream(cam)) == pending(rc, keys.skeletons_stream(cam)) == 0
+        assert pending(rc, keys.EVENTS_STREAM) == 0 and archiver.metrics["stored"] == 3 * 12 * 2 - 2 + 3
+    finally:
+        storage.close()
+
+
+def test_the_archive_of_a_cluster_run_replays_as_a_celery_job_to_the_live_events(cluster, rc, r, redis_url,
+                                                                                  tmp_path):
+    """The archiver, the stages and a replay job all on the cluster (the replay camera on a
+    slot of its own, its publish script on that slot), Celery's broker a plain Redis."""
+    from tests.integration.test_replay_jobs import Procs, _reader, events_of, jpegs
+    from tests.procs import wait_until
+
+    clips = {cam: CLIPS[cam] for cam in ("cam-a", "cam-b")}  # two primaries
+    env = dict(os.environ, ACTIONSTREAM_REDIS_URL=cluster.url, ACTIONSTREAM_BROKER_URL=redis_url,
+               ACTIONSTREAM_SHARED_DIR=str(shared_path()), ACTIONSTREAM_DATA_DIR=str(tmp_path / "data"),
+               ACTIONSTREAM_LEASE_TTL_S="2", ACTIONSTREAM_SNAPSHOT_FRAMES="1000",
+               ACTIONSTREAM_MAX_LAG_S="120", ACTIONSTREAM_THREADS="1", ACTIONSTREAM_LOG_LEVEL="INFO")
+    procs = Procs(tmp_path, env)
+    try:
+        procs.start("archive", "archive")
+        assert wait_until(lambda: heartbeat.live_workers(rc, keys.ARCHIVE_GROUP), 30), procs.log("archive")
+        for name in ("pose-worker", "action-worker"):
+            procs.start(name, name)
+        procs.start("jobs", "jobs-worker", "--concurrency", "1")
+        for cam, clip in clips.items():
+            procs.start(f"producer-{cam}", "produce", "--source", str(shared_path("data", "urfd", clip)),
+                        "--camera", cam)
+        for cam in clips:
+            assert procs.procs[f"producer-{cam}"].wait(60) == 0, procs.log(f"producer-{cam}")
+        finished = lambda: all(rc.hexists(keys.done_key(keys.ACTION_GROUP), c) for c in clips)  # noqa: E731
+        assert wait_until(finished, 120), procs.log("action-worker")
+        reader = _reader(tmp_path)
+        for cam, clip in clips.items():  # every frame, the very bytes the pose stage got
+            complete = lambda: reader.count(cam, "skeletons") == FRAMES[clip]  # noqa: E731
+            assert wait_until(complete, 30), procs.log("archive")
+            archived = {rec.seq: codec.decode_frame(rec.fields).jpeg for rec in reader.read(cam, "frames")}
+            assert sorted(archived) == list(range(FRAMES[clip])) and archived == jpegs(rc, cam), cam
+        live = events_of(rc, keys.EVENTS_STREAM, "cam-a")
+        assert any(e.label == "falling" for e in live), "the live run raised no falling event"
+
+        job = procs.submit("--camera", "cam-a")
+        code, out, err = procs.cli("replay", "status", job, "--follow")
+        assert code == 0 and "DONE" in out, (out, err[-2000:], procs.log("jobs"))
+        camera = keys.replay_camera("cam-a", job)
+        replayed = events_of(rc, keys.REPLAY_EVENTS_STREAM, camera)
+        assert sorted((e.label, e.frame_start, e.frame_end) for e in replayed) == \
+            sorted((e.label, e.frame_start, e.frame_end) for e in live)
+        assert jpegs(rc, camera) == jpegs(rc, "cam-a")
+        on_live = {codec.decode_event(f[b"event"]).camera for _, f in rc.xrange(keys.EVENTS_STREAM)}
+        assert on_live <= set(clips)  # nothing of the replay camera on the live events stream
+    finally:
+        procs.stop()

@@ -1,6 +1,7 @@
 import threading
 
 import pytest
+import redis
 
 from producer.producer import Producer
 from shared import codec, keys
@@ -114,3 +115,30 @@ def test_a_restarted_producer_continues_its_camera(r, redis_url):
     r.delete(keys.producer_key("cam-e"), keys.frames_stream("cam-e"))
     assert Producer(settings, cam).run(max_frames=2) == 0
     assert [m.seq for m in _entries(r, "cam-e")] == [0, 1, 2]
+
+
+class _LosesReplies(Producer):
+    """Every third write lands but its reply is lost (a dropped connection, a failover)."""
+
+    writes = 0
+
+    def _xadd(self, fields, next_seq, maxlen=None):
+        added = super()._xadd(fields, next_seq=next_seq, maxlen=maxlen)
+        self.writes += 1
+        if self.writes % 3 == 1:
+            raise redis.ConnectionError("connection lost before the reply")
+        return added
+
+
+def test_a_write_retried_after_a_lost_reply_is_published_once(r, redis_url):
+    """Replay retries a write until Redis takes it; one that landed without a reply must not
+    land twice (frames and the end-of-stream marker), yet a new epoch's marker is published."""
+    video = str(shared_path("data", "urfd", "fall-01-cam0.mp4"))
+    settings = load_settings(redis_url=redis_url, mode="replay", replay_max_lag=1000)
+    cam = make_camera(id="cam-lost", source=video, width=80)
+    assert _LosesReplies(settings, cam, sleep=lambda _: None).run(max_frames=7) == 0
+    msgs = _entries(r, "cam-lost")
+    assert [m.seq for m in msgs if isinstance(m, Frame)] == list(range(7))
+    assert [m.seq for m in msgs if isinstance(m, EndOfStream)] == [7]
+    assert _LosesReplies(settings, cam, sleep=lambda _: None).run(max_frames=0) == 0  # epoch 2: its own end
+    assert [m.seq for m in _entries(r, "cam-lost") if isinstance(m, EndOfStream)] == [7, 7]

@@ -12,6 +12,9 @@ A write that fails (a full disk: ENOSPC/EDQUOT) is one ERROR line naming the cam
 archive; that camera's kind is left alone for ``retry_s`` (its entries stay pending in
 Redis, nothing is lost while the stream holds them) and the other cameras and kinds go on.
 The live path never waits on the archive. Retention runs every 5 minutes (:mod:`retention`).
+
+On a Redis Cluster the kept streams sit on many slots: the read is one XREADGROUP per slot
+(:func:`shared.redisio.xread_any`), the acks and dead letters one cluster pipeline (split per node).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from shared import claiming, codec, heartbeat, keys, metrics
 from shared.ops import DEFAULT_URL
 from shared.reading import batch_count
 from shared.redisio import (CONNECTION_ERRORS, add_dead_letter, connect, ensure_group, group_lag, redact,
-                            registered_cameras, text)
+                            registered_cameras, text, xread_any)
 from shared.schemas import EndOfStream
 from shared.settings import Settings
 from workers.archive import retention
@@ -237,8 +240,8 @@ class Archiver:
         return self._xread(fresh, self.block_ms)
 
     def _xread(self, streams: dict[str, str], block: Optional[int]) -> list[tuple[str, str, Optional[dict]]]:
-        count = batch_count(READ_COUNT, READ_MAX, len(streams))
-        resp = self.r.xreadgroup(GROUP, self.consumer, streams, count=count, block=block)
+        count = batch_count(READ_COUNT, READ_MAX, len(streams))  # on a cluster: a read per hash slot
+        resp = xread_any(self.r, streams, count, block, group=GROUP, consumer=self.consumer)
         return [(text(s), text(i), f or None) for s, entries in resp or [] for i, f in entries]
 
     # ---------------------------------------------------------------- store

@@ -16,10 +16,11 @@ CANCEL_TTL_S = 7 * 24 * 3600
 
 
 def register(r: redis.Redis, spec: JobSpec, clock=time.time) -> None:
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(keys.JOBS_KEY, spec.job, json.dumps(spec.to_dict()))
-    pipe.hset(keys.JOB_STATES_KEY, spec.job, json.dumps({"state": "QUEUED", "updated": clock()}))
-    pipe.execute()
+    """The job's state (QUEUED), then its spec: the two hashes sit on two Redis Cluster slots
+    (no transaction spans them), and a job is listed by its spec, so a listed job always has
+    its state; a state left alone (a crash in between) names no job anyone can see."""
+    r.hset(keys.JOB_STATES_KEY, spec.job, json.dumps({"state": "QUEUED", "updated": clock()}))
+    r.hset(keys.JOBS_KEY, spec.job, json.dumps(spec.to_dict()))
 
 
 def spec_of(r: redis.Redis, job: str) -> JobSpec:
