@@ -213,6 +213,24 @@ def test_the_archiver_keeps_the_streams_of_every_primary_and_leaves_nothing_pend
         storage.close()
 
 
+
+def test_the_pose_trim_floor_is_read_from_every_primary(rc):
+    """The pose stage's trim stops at the archive group's floor of each stream, asked of the
+    node serving it (a stream without the group, or none at all, has no floor)."""
+    from workers.pose.worker import group_floors
+
+    ids = {cam: [rc.xadd(keys.frames_stream(cam), {"n": i}).decode() for i in range(4)] for cam in CAMERAS}
+    for cam in CAMERAS[:2]:
+        ensure_group(rc, keys.frames_stream(cam), keys.ARCHIVE_GROUP)
+    rc.xreadgroup(keys.ARCHIVE_GROUP, "a", {keys.frames_stream("cam-a"): ">"}, count=3)
+    rc.xack(keys.frames_stream("cam-a"), keys.ARCHIVE_GROUP, ids["cam-a"][0])  # 1 and 2 pending
+    rc.xreadgroup(keys.ARCHIVE_GROUP, "a", {keys.frames_stream("cam-1"): ">"}, count=2)
+    rc.xack(keys.frames_stream("cam-1"), keys.ARCHIVE_GROUP, *ids["cam-1"][:2])  # none pending
+    streams = [keys.frames_stream(c) for c in (*CAMERAS, "cam-none")]
+    assert group_floors(rc, streams, keys.ARCHIVE_GROUP) == {
+        keys.frames_stream("cam-a"): ids["cam-a"][1], keys.frames_stream("cam-1"): ids["cam-1"][1]}
+
+
 def test_the_archive_of_a_cluster_run_replays_as_a_celery_job_to_the_live_events(cluster, rc, r, redis_url,
                                                                                   tmp_path):
     """The archiver, the stages and a replay job all on the cluster (the replay camera on a
@@ -256,6 +274,8 @@ def test_the_archive_of_a_cluster_run_replays_as_a_celery_job_to_the_live_events
         assert sorted((e.label, e.frame_start, e.frame_end) for e in replayed) == \
             sorted((e.label, e.frame_start, e.frame_end) for e in live)
         assert jpegs(rc, camera) == jpegs(rc, "cam-a")
+        code, out, _ = procs.cli("replay", "events", job)
+        assert code == 0 and [codec.decode_event(line) for line in out.splitlines()] == replayed
         on_live = {codec.decode_event(f[b"event"]).camera for _, f in rc.xrange(keys.EVENTS_STREAM)}
         assert on_live <= set(clips)  # nothing of the replay camera on the live events stream
     finally:

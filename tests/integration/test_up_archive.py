@@ -35,15 +35,15 @@ def _clip_frames(video) -> list[np.ndarray]:
     return frames
 
 
-def test_up_archive_keeps_every_frame_and_skeleton_of_the_run(tmp_path):
+def test_up_archive_keeps_every_frame_skeleton_and_event_of_the_run(tmp_path):
     import cv2
 
     video = shared_path("data", "urfd", "fall-16-cam0.mp4")  # the shortest UR Fall clip: 55 frames
-    clip = _clip_frames(video)
-    archive = tmp_path / "archive"
+    clip = [image[:, 320:640] for image in _clip_frames(video)]  # its right-hand view (--crop)
+    archive, ev = tmp_path / "archive", tmp_path / "ev.jsonl"
     env = {"ACTIONSTREAM_SHARED_DIR": str(shared_path()), "ACTIONSTREAM_DATA_DIR": str(tmp_path / "data")}
-    proc = _up("--source", str(video), "--camera", CAMERA, "--pose-only", "--no-web", "--no-history",
-               "--archive", str(archive), env=env, timeout=120)
+    proc = _up("--source", str(video), "--camera", CAMERA, "--crop", "320,0,320,240", "--no-web",
+               "--no-history", "--events-out", str(ev), "--archive", str(archive), env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"archive: {archive}" in proc.stdout
 
@@ -53,28 +53,42 @@ def test_up_archive_keeps_every_frame_and_skeleton_of_the_run(tmp_path):
     assert [rec.seq for rec in reader.read(CAMERA, "skeletons")] == list(range(len(clip)))
     records = list(reader.read(CAMERA, "frames"))
     assert [rec.seq for rec in records] == list(range(len(clip)))
-    height, width = clip[0].shape[:2]
     for rec in records:
         frame = codec.decode_frame(rec.fields)
         image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
-        assert image.shape[:2] == (frame.height, frame.width) == (height, width)
+        assert image.shape[:2] == (frame.height, frame.width) == clip[0].shape[:2] == (240, 320)
         # the clip's own frame at that seq (JPEG q90 of it), not another one
         diff = np.abs(image.astype(np.int16) - clip[frame.seq].astype(np.int16)).mean()
         assert diff < 6, (frame.seq, diff)
+    run_events = {codec.decode_event(line).id for line in ev.read_text().splitlines()}
+    archived = {codec.decode_event(rec.fields[b"event"]).id for rec in reader.read(CAMERA, "events")}
+    assert archived == run_events and run_events, proc.stderr[-2000:]
 
 
-def test_up_archive_into_a_directory_another_archiver_writes_is_refused(tmp_path):
+@pytest.mark.parametrize("other_archiver, error", [
+    ("on the directory", "another archiver writes to"),  # it holds the directory's lock
+    ("on the redis", "an archiver already runs on redis://"),  # its heartbeat: it archives the run itself
+])
+def test_up_archive_beside_another_archiver_is_refused(tmp_path, redis_url, r, other_archiver, error):
+    import time
+
+    from shared import heartbeat
+
     video = shared_path("data", "urfd", "fall-16-cam0.mp4")
-    held = LocalStorage(tmp_path / "archive", writer=True)  # an archiver's lock on the directory
+    held = LocalStorage(tmp_path / "held", writer=True)
+    if other_archiver == "on the redis":
+        heartbeat.beat(r, "archive-other", keys.ARCHIVE_GROUP, {}, [], time.time(), 30)
+    directory = tmp_path / ("held" if other_archiver == "on the directory" else "archive")
     try:
-        proc = _up("--source", str(video), "--pose-only", "--no-web", "--no-history",
-                   "--archive", str(tmp_path / "archive"),
-                   env={"ACTIONSTREAM_SHARED_DIR": str(shared_path())}, timeout=60)
+        proc = _up("--source", str(video), "--pose-only", "--no-web", "--no-history", "--redis", redis_url,
+                   "--archive", str(directory), env={"ACTIONSTREAM_SHARED_DIR": str(shared_path())},
+                   timeout=60)
     finally:
         held.close()
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "another archiver writes to" in proc.stderr
-    assert [p.name for p in (tmp_path / "archive").iterdir()] == [".writer.lock"]  # nothing ran
+    assert error in proc.stderr
+    assert [p.name for p in directory.iterdir()] == [".writer.lock"]  # nothing ran
+    assert not r.exists(keys.frames_stream("cam-1"))
 
 
 @pytest.mark.parametrize("followed, drained, kept", [
