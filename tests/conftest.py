@@ -41,6 +41,27 @@ def r(redis_url):
     client.close()
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """A real Redis Cluster (3 primaries, 3 replicas) on free loopback ports, per test module
+    (a module may kill a primary); node timeout 1 s so a failover takes about two."""
+    from shared.redis_server import LocalCluster
+
+    with LocalCluster(primaries=3, replicas=1, node_timeout_ms=1000) as c:
+        yield c
+
+
+@pytest.fixture
+def rc(cluster):
+    """A cluster client on an emptied cluster (FLUSHALL on every primary)."""
+    from shared.redisio import connect
+
+    client = connect(cluster.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
 ACTION_LABELS = ("upright", "falling", "lying")
 
 

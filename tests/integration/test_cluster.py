@@ -23,8 +23,7 @@ import pytest
 from redis.crc import key_slot
 
 from shared import codec, heartbeat, keys
-from shared.redis_server import LocalCluster
-from shared.redisio import connect, ensure_group
+from shared.redisio import ensure_group
 from shared.schemas import Event, Skeletons
 from shared.settings import Settings
 from tests.conftest import ROOT, shared_path
@@ -36,20 +35,6 @@ pytestmark = pytest.mark.integration
 CAMERAS = ("cam-a", "cam-1", "cam-b")
 CLIPS = {"cam-a": "fall-16-cam0.mp4", "cam-1": "fall-14-cam0.mp4", "cam-b": "fall-18-cam0.mp4"}
 FRAMES = {"fall-16-cam0.mp4": 55, "fall-14-cam0.mp4": 61, "fall-18-cam0.mp4": 65, "fall-01-cam0.mp4": 160}
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(primaries=3, replicas=1, node_timeout_ms=1000) as c:
-        yield c
-
-
-@pytest.fixture
-def rc(cluster):
-    client = connect(cluster.url)
-    client.flushall()  # every primary
-    yield client
-    client.close()
 
 
 def _up(url: str, clips: dict[str, str], *extra: str) -> subprocess.Popen:

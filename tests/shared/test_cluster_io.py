@@ -6,31 +6,15 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 from redis.crc import key_slot
 
 from shared import heartbeat, keys, writing
 from shared.leases import Leases
 from shared.reading import Entry, read_group
-from shared.redis_server import LocalCluster
-from shared.redisio import connect, ensure_group, xread_any
+from shared.redisio import ensure_group, xread_any
 from shared.writing import Outcome, Output
 
 CAMERAS = ("cam-a", "cam-1", "cam-b")  # one on each primary (slots 3439, 6042, 15628)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(primaries=3, replicas=1, node_timeout_ms=2000) as c:
-        yield c
-
-
-@pytest.fixture
-def rc(cluster):
-    client = connect(cluster.url)
-    client.flushall()
-    yield client
-    client.close()
 
 
 def _feed(rc, per_camera: int = 3) -> None:
