@@ -169,3 +169,19 @@ def recent_frames_stream(camera: str) -> str:
     """The last few posed frames of a camera (JPEG with its tracked skeletons), capped by
     ``snapshot_frames``: event snapshots are drawn from it (workers/history)."""
     return f"{PREFIX}:recent-frames:{{{check_camera_id(camera)}}}"
+
+
+CAMERA_STAGES = (POSE_GROUP, ACTION_GROUP, JOB_STAGE)  # the stages that lease a camera
+DONE_STAGES = (POSE_GROUP, ACTION_GROUP)  # the stages that mark a camera done (done_key)
+
+
+def camera_keys(camera: str) -> tuple[str, ...]:
+    """Every per-camera key of ``camera``, for all stages: all carry its hash tag (one Cluster
+    slot). Purging a finished replay deletes these; a new per-camera key belongs here too
+    (tests/workers/jobs/test_purge.py checks every per-camera function of this module)."""
+    return (frames_stream(camera), skeletons_stream(camera), scores_stream(camera),
+            recent_frames_stream(camera), next_track_key(camera), tracker_state_key(camera),
+            action_state_key(camera), producer_key(camera), job_checkpoint_key(camera),
+            job_cancel_key(camera),
+            *(lease_key(stage, camera) for stage in CAMERA_STAGES),
+            *(fence_key(stage, camera) for stage in CAMERA_STAGES))

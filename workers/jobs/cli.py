@@ -1,4 +1,4 @@
-"""``actionstream replay submit|status|list|cancel`` and ``actionstream jobs-worker``.
+"""``actionstream replay submit|status|list|events|cancel|purge`` and ``actionstream jobs-worker``.
 
 Only argparse at import (the command line stays light); each command imports what it needs.
 """
@@ -59,6 +59,17 @@ def add_job_commands(sub, common: Callable, metrics_arg: Callable) -> None:
     common(s)
     s.add_argument("job")
     s.set_defaults(func=cmd_cancel)
+    text = ("delete what finished jobs left in Redis: their replay camera's keys (streams, state, "
+            "leases), done marks, registry entries, Celery result and events: replay events, status "
+            "and list then show nothing of it (no replay job JOB)")
+    s = actions.add_parser("purge", help=text, description=text)
+    common(s)
+    s.add_argument("jobs", nargs="*", metavar="JOB", help="finished jobs (DONE, CANCELLED, FAILED); "
+                   "a job still queued or running is refused: cancel it first")
+    s.add_argument("--finished", action="store_true", help="every finished job")
+    s.add_argument("--older-than", metavar="DURATION", help="with --finished: only jobs that ended at "
+                   "least this long ago (30s, 15m, 2h, 7d, 1w)")
+    s.set_defaults(func=cmd_purge)
 
     p = sub.add_parser("jobs-worker", help="run the Celery worker that runs replay jobs")
     common(p)
@@ -257,6 +268,44 @@ def cmd_cancel(args, wait_s: float = 3.0) -> int:
         time.sleep(0.05)
         state = registry.state_of(r, spec.job)["state"]
     print(f"job {spec.job}: {state if registry.is_final(state) else 'cancel requested (' + state + ')'}")
+    return 0
+
+
+def purge_targets(r, args, clock=time.time) -> list[str]:
+    """The job ids ``replay purge`` names: JOB ... or ``--finished [--older-than D]``."""
+    from workers.jobs import purge, registry
+    from workers.jobs.replay import ReplayError
+
+    if args.older_than is not None and not args.finished:
+        raise ReplayError("--older-than selects among --finished jobs; give --finished too")
+    if bool(args.jobs) == bool(args.finished):
+        raise ReplayError("replay purge: give JOB ids or --finished (not both)")
+    if args.jobs:
+        return list(args.jobs)
+    older = None if args.older_than is None else purge.parse_duration(args.older_than)
+    return purge.select_finished(registry.jobs(r), clock(), older)
+
+
+def cmd_purge(args, out=None) -> int:
+    """Check every job named first (nothing purged if one is unknown or not finished), then
+    purge each and print what was removed."""
+    from workers.jobs import purge
+    from workers.jobs.app import make_app
+
+    out = out or sys.stdout
+    settings = _settings(args)
+    r = _redis(settings)
+    specs = purge.check_purgeable(r, purge_targets(r, args))
+    if not specs:
+        print("no finished job to purge", file=out)
+        return 0
+    backend = make_app(settings).backend  # the task's progress and result (Celery's own Redis)
+    for spec in specs:
+        lines = purge.purge(r, spec).lines()
+        result = backend.get_key_for_task(spec.job)
+        if backend.client.delete(result):
+            lines.append(f"  {result.decode()} (its Celery result)")
+        print("\n".join(lines), file=out, flush=True)
     return 0
 
 

@@ -129,6 +129,7 @@ class JobRunner:
 
     def _end(self, state: str, reason: str) -> dict:
         self._end_stream()  # the stages finish the camera and free what they hold of it
+        self.r.hdel(keys.CAMERAS_KEY, self.camera)  # no worker takes a cancelled or failed replay up again
         registry.set_state(self.r, self.spec.job, state, self.clock, reason=reason)
         log.info("camera %s: replay %s %s: %s", self.camera, self.spec.job, state.lower(), reason)
         return self.summary()
