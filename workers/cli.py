@@ -345,7 +345,7 @@ def _cmd_status(args) -> int:
 def _cmd_deadletters(args) -> int:
     from shared.ops import print_dead_letters
 
-    return print_dead_letters(_settings(args), args.count)
+    return print_dead_letters(_settings(args), args.count, out=sys.stdout)
 
 
 def _cmd_alerts(args) -> int:

@@ -202,9 +202,11 @@ def cmd_status(args) -> int:
     return 0
 
 
-def follow(settings, job: str, out=sys.stdout) -> int:
+def follow(settings, job: str, out=None) -> int:
     """A tqdm progress bar (stderr) until the job ends; then its status line. 0 when DONE."""
     from tqdm import tqdm
+
+    out = out or sys.stdout  # looked up now: a test's captured stdout, not the one at import
 
     from workers.jobs import registry
     from workers.jobs.app import make_app
@@ -241,10 +243,11 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_events(args, out=sys.stdout) -> int:
+def cmd_events(args, out=None) -> int:
     from shared import keys
     from workers.jobs import registry
 
+    out = out or sys.stdout
     r = _redis(_settings(args))
     camera = registry.spec_of(r, args.job).replay_camera
     for _, fields in r.xrange(keys.REPLAY_EVENTS_STREAM):
