@@ -339,7 +339,7 @@ def _cmd_archive(args) -> int:
 def _cmd_status(args) -> int:
     from shared.ops import print_status
 
-    return print_status(_settings(args), metrics_urls=args.metrics)
+    return print_status(_settings(args), out=sys.stdout, metrics_urls=args.metrics)
 
 
 def _cmd_deadletters(args) -> int:
