@@ -19,14 +19,13 @@ import random
 import time
 from typing import Callable, Optional
 
-import cv2
 import numpy as np
 
 from shared import codec, heartbeat, keys, metrics
-from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, group_lag, redact
+from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, lagging, redact
 from shared.schemas import EndOfStream, Frame
 from shared.settings import Camera, Settings, SettingsError
-from producer.sources import Source, SourceError, crop_and_resize, open_source
+from producer.sources import Source, SourceError, crop_and_resize, jpeg_frame, open_source
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +139,7 @@ class Producer:
             image = crop_and_resize(image, self.camera.crop, self.camera.width or self.settings.frame_width)
         except SourceError as exc:  # a crop outside the frame: bad input, not a lost source
             raise SettingsError(f"camera {self.camera.id}: {exc}; give a --crop inside the frame") from None
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality])
-        if not ok:
-            raise SourceError(f"camera {self.camera.id}: frame {seq} cannot be JPEG-encoded")
-        return Frame(self.camera.id, seq, ts, image.shape[1], image.shape[0], buf.tobytes())
+        return jpeg_frame(self.camera.id, seq, ts, image, self.settings.jpeg_quality)
 
     def _publish(self, frame: Frame) -> None:
         fields = codec.encode_frame(frame)
@@ -176,7 +172,7 @@ class Producer:
         return bool(self._publish_script(keys=[self.stream, self.key], args=args))
 
     def _lagging(self) -> bool:
-        return (group_lag(self.r, self.stream, keys.POSE_GROUP) or 0) >= self.settings.replay_max_lag
+        return lagging(self.r, self.stream, keys.POSE_GROUP, self.settings.replay_max_lag)
 
     def _wait_for_room(self) -> None:
         while not self._stop and self._lagging():

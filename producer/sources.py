@@ -14,6 +14,8 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
+from shared.schemas import Frame
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -107,6 +109,15 @@ def open_source(spec: str, fps: Optional[float] = None) -> Source:
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if kind == "file" else 0
     rate = fps or (native if 1.0 <= native <= 240.0 else 30.0)
     return Source(spec, kind, rate, kind == "file", max(count, 0), _cap=cap)
+
+
+def jpeg_frame(camera: str, seq: int, ts: float, image: np.ndarray, quality: int) -> Frame:
+    """``image`` (already cropped and resized) as a :class:`Frame` of JPEG bytes at ``quality``;
+    SourceError when OpenCV cannot encode it."""
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise SourceError(f"camera {camera}: frame {seq} cannot be JPEG-encoded")
+    return Frame(camera, seq, ts, image.shape[1], image.shape[0], buf.tobytes())
 
 
 def crop_and_resize(image: np.ndarray, crop: Optional[tuple[int, int, int, int]],

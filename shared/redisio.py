@@ -209,6 +209,12 @@ def ensure_group(r: redis.Redis, stream: str, group: str) -> None:
             raise
 
 
+def lagging(r: redis.Redis, stream: str, group: str, limit: int) -> bool:
+    """Backpressure: ``group`` has ``limit`` or more entries of ``stream`` unread or unacked
+    (False when nobody consumes the stream: no group, nothing to wait for)."""
+    return (group_lag(r, stream, group) or 0) >= limit
+
+
 def group_lag(r: redis.Redis, stream: str, group: str) -> Optional[int]:
     """Entries of ``stream`` not yet delivered to ``group`` plus those pending (unacked);
     None when ``group`` does not exist (nobody consumes the stream)."""

@@ -28,7 +28,7 @@ import redis
 
 from shared import keys
 from shared.leases import Leases
-from shared.redisio import ensure_group, group_lag
+from shared.redisio import ensure_group, lagging
 from shared.settings import Settings
 from workers.jobs import registry, sources
 from workers.jobs.replay import (PUBLISH, Checkpoint, JobSpec, Pacer, Progress, ReplayError, ReplayFailed,
@@ -200,7 +200,7 @@ class JobRunner:
 
     def _lagging(self) -> bool:
         """Backpressure: the stage fed has this many entries unread or unacked."""
-        return (group_lag(self.r, self.stream, self.spec.target) or 0) >= self.settings.replay_max_lag
+        return lagging(self.r, self.stream, self.spec.target, self.settings.replay_max_lag)
 
     def _drain(self, progress: Progress) -> None:
         """Until the action stage has passed the camera's end of stream (its events are out)."""

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-import cv2
 
-from producer.sources import IMAGE_SUFFIXES, SourceError, crop_and_resize, open_source
+from producer.sources import IMAGE_SUFFIXES, SourceError, crop_and_resize, jpeg_frame, open_source
 from shared import codec
 from shared.schemas import EndOfStream, Frame
 from workers.jobs.replay import JobSpec, ReplayError, ReplayFailed
@@ -138,8 +137,7 @@ def video_items(spec: JobSpec, after_seq: Optional[int], width: int = 0,
 
 
 def _frame(camera: str, seq: int, ts: float, image, width: int, quality: int) -> Frame:
-    image = crop_and_resize(image, None, width)
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ReplayFailed(f"camera {camera}: frame {seq} cannot be JPEG-encoded")
-    return Frame(camera, seq, ts, image.shape[1], image.shape[0], buf.tobytes())
+    try:
+        return jpeg_frame(camera, seq, ts, crop_and_resize(image, None, width), quality)
+    except SourceError as exc:
+        raise ReplayFailed(str(exc)) from None

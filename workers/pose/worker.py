@@ -23,7 +23,7 @@ from typing import Iterator, Optional
 
 from shared import codec, keys, metrics
 from shared.codec import DecodeError
-from shared.redisio import group_lag, text
+from shared.redisio import lagging, text
 from shared.schemas import EndOfStream, Frame, Skeletons
 from shared.settings import Settings
 from shared.worker import Entry, Outcome, Output, StageWorker
@@ -108,8 +108,8 @@ class PoseWorker(StageWorker):
     def has_room(self, camera: str) -> bool:
         if self.settings.mode != "replay" and not keys.is_replay(camera):  # replay cameras: always
             return True
-        lag = group_lag(self.r, keys.skeletons_stream(camera), keys.ACTION_GROUP)
-        return lag is None or lag < self.settings.replay_max_lag  # None: no action stage runs
+        limit = self.settings.replay_max_lag
+        return not lagging(self.r, keys.skeletons_stream(camera), keys.ACTION_GROUP, limit)
 
     def handle(self, entries: list[Entry]) -> Outcome:
         out = Outcome()
@@ -149,7 +149,7 @@ class PoseWorker(StageWorker):
         ``prepare``) at once; ``images`` yields them in the batch's order as each is ready.
         A corrupt JPEG goes to ``out.dead``; ``ok`` (the entries to emit, end-of-stream marks
         included, in order) is complete once ``images`` is exhausted."""
-        pool, prepare = decode_pool(), getattr(self.model, "prepare", None)
+        pool, prepare = decode_pool(), getattr(self.model, "prepare", None)  # then infer_prepared
         jobs = [(entry, msg, None if isinstance(msg, EndOfStream) else pool.submit(_decode, msg, prepare))
                 for entry, msg in frames]
         ok: list = []
@@ -171,8 +171,8 @@ class PoseWorker(StageWorker):
     def _infer(self, images: Iterator) -> list:
         t0 = time.perf_counter()
         counted = _Counted(images)
-        prepared = hasattr(self.model, "prepare")  # then the images came prepared (_decode)
-        people = self.model.infer_prepared(counted) if prepared else self.model.infer(counted)
+        infer = self.model.infer_prepared if hasattr(self.model, "prepare") else self.model.infer
+        people = infer(counted)  # with ``prepare``, _decode made the images ready for the network
         seconds = time.perf_counter() - t0
         self.metrics["model_s"] += seconds
         metrics.INFERENCE_SECONDS.labels(self.stage, self.model_name).observe(seconds)
