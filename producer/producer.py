@@ -96,7 +96,7 @@ class Producer:
     def _register(self, source: Source) -> None:
         ensure_group(self.r, self.stream, keys.POSE_GROUP)
         if heartbeat.live_workers(self.r, keys.ARCHIVE_GROUP):  # archived from the first frame on,
-            for stream in (self.stream, keys.skeletons_stream(self.camera.id)):  # not from its next relist
+            for stream in keys.archived_streams(self.camera.id).values():  # not from its next relist
                 ensure_group(self.r, stream, keys.ARCHIVE_GROUP)
         pipe = self.r.pipeline(transaction=False)
         pipe.hincrby(self.key, "epoch", 1)

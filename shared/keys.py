@@ -165,6 +165,12 @@ def action_state_key(camera: str) -> str:
     return f"{PREFIX}:action-state:{{{check_camera_id(camera)}}}"
 
 
+def archived_streams(camera: str) -> dict[str, str]:
+    """The camera's streams the archive keeps, by kind (``frames``, ``skeletons``); the
+    archive also keeps :data:`EVENTS_STREAM`, split per camera."""
+    return {"frames": frames_stream(camera), "skeletons": skeletons_stream(camera)}
+
+
 def recent_frames_stream(camera: str) -> str:
     """The last few posed frames of a camera (JPEG with its tracked skeletons), capped by
     ``snapshot_frames``: event snapshots are drawn from it (workers/history)."""

@@ -110,8 +110,8 @@ def _reset(r, cameras: list[Camera], pose_only: bool, archive: bool = False) -> 
         if not pose_only:
             ensure_group(r, keys.skeletons_stream(cam.id), keys.ACTION_GROUP)
         if archive:
-            ensure_group(r, keys.frames_stream(cam.id), keys.ARCHIVE_GROUP)
-            ensure_group(r, keys.skeletons_stream(cam.id), keys.ARCHIVE_GROUP)
+            for stream in keys.archived_streams(cam.id).values():
+                ensure_group(r, stream, keys.ARCHIVE_GROUP)
     if archive:
         ensure_group(r, keys.EVENTS_STREAM, keys.ARCHIVE_GROUP)
 
@@ -284,8 +284,7 @@ def _drain_archive(r, archive: Optional[Supervisor], cameras: list[Camera], stal
     when it stops, or makes no progress for ``stall_s`` (a full disk), with entries left."""
     if archive is None:
         return True
-    streams = [keys.EVENTS_STREAM] + [s(c.id) for c in cameras for s in (keys.frames_stream,
-                                                                          keys.skeletons_stream)]
+    streams = [keys.EVENTS_STREAM] + [s for c in cameras for s in keys.archived_streams(c.id).values()]
     left, best, since = None, None, clock()
     while archive.poll():
         left = sum(group_lag(r, s, keys.ARCHIVE_GROUP) or 0 for s in streams)

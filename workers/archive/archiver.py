@@ -167,7 +167,7 @@ class Archiver:
         for (camera, kind), at in list(self.blocked.items()):
             if now >= at:  # try again: the pending entries first
                 del self.blocked[(camera, kind)]
-                stream = keys.EVENTS_STREAM if kind == "events" else _stream(kind, camera)
+                stream = keys.EVENTS_STREAM if kind == "events" else keys.archived_streams(camera)[kind]
                 if stream in self.kept:
                     self.kept[stream].cursor = "0"
         if now >= self._next["beat"]:
@@ -181,8 +181,7 @@ class Archiver:
             if keys.is_replay(camera):
                 continue
             try:
-                wanted[keys.frames_stream(camera)] = Kept("frames", camera)
-                wanted[keys.skeletons_stream(camera)] = Kept("skeletons", camera)
+                wanted.update({s: Kept(kind, camera) for kind, s in keys.archived_streams(camera).items()})
             except ValueError as exc:
                 log.warning("archive: registered camera %r skipped: %s", camera, exc)
         for stream, kept in wanted.items():
@@ -334,10 +333,6 @@ class Archiver:
                                max(10.0, self.settings.lease_ttl_s))
         except CONNECTION_ERRORS as exc:
             log.debug("archive: heartbeat not written: %s", exc)
-
-
-def _stream(kind: str, camera: str) -> str:
-    return keys.frames_stream(camera) if kind == "frames" else keys.skeletons_stream(camera)
 
 
 def run_archive(settings: Settings, consumer: str = "archive-1", burst: bool = False,
