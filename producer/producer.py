@@ -8,7 +8,16 @@ runs as fast as the queue takes frames unless ``fps`` is given.
 A producer carries an epoch (DESIGN.md invariant 7): each start increments the camera's
 ``epoch`` in Redis and continues its ``seq`` after the last one published, so a restarted
 producer is not ignored downstream (stages drop a seq that is not after the last one).
-Live frames are stamped at capture time.
+Live frames are stamped at capture time. A file read as fast as the queue takes it
+(``replay`` mode, no ``fps``) is stamped as if it had been recorded just before the
+producer started: its last frame at the start time, so no frame's time lies ahead of
+the clock (an event's ``ts_end`` is never after its ``emitted_at``). A paced file starts
+at the start time and is published no earlier than each frame's time.
+
+Every frame carries the producer's run (:func:`shared.schemas.run_id`: the epoch and a
+digest of the source's identity, its crop and width; for a live source also the start
+time), which the pose stage copies onto its skeletons and the action stage puts into
+event ids: two runs of one camera id that read different sources never share an id.
 """
 
 from __future__ import annotations
@@ -23,9 +32,9 @@ import numpy as np
 
 from shared import codec, heartbeat, keys, metrics
 from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, lagging, redact
-from shared.schemas import EndOfStream, Frame
+from shared.schemas import EndOfStream, Frame, run_id
 from shared.settings import Camera, Settings, SettingsError
-from producer.sources import Source, SourceError, crop_and_resize, jpeg_frame, open_source
+from producer.sources import Source, SourceError, crop_and_resize, identity, jpeg_frame, open_source
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,7 @@ class Producer:
         self._last_beat = 0.0
         self._last_frames = 0
         self.epoch = 0
+        self.run_id = ""
         self.first_seq = 0
         self.key = keys.producer_key(camera.id)
         self.r = None
@@ -89,8 +99,9 @@ class Producer:
             self._until_written(lambda: self._xadd(eos, seq))
         self.stats["state"] = "finished"
         self._beat(force=True)
-        log.info("camera %s: published %d frames (seq %d to %d, epoch %d), dropped %d", self.camera.id,
-                 seq - self.first_seq, self.first_seq, seq - 1, self.epoch, self.stats["dropped"])
+        log.info("camera %s: published %d frames (seq %d to %d, epoch %d, run %s), dropped %d",
+                 self.camera.id, seq - self.first_seq, self.first_seq, seq - 1, self.epoch, self.run_id,
+                 self.stats["dropped"])
         return 0
 
     def _register(self, source: Source) -> None:
@@ -103,20 +114,35 @@ class Producer:
         pipe.hget(self.key, "seq")
         epoch, seq = pipe.execute()
         self.epoch, self.first_seq = int(epoch), int(seq or 0)
+        self.run_id = self._run_id(source)
         if self.epoch > 1:
             log.info("camera %s: producer epoch %d continues at seq %d", self.camera.id, self.epoch,
                      self.first_seq)
         desc = {"source": source.spec, "kind": source.kind, "fps": source.fps, "mode": self.mode,
-                "frames": source.frame_count, "epoch": self.epoch}
+                "frames": source.frame_count, "epoch": self.epoch, "run": self.run_id}
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(keys.CAMERAS_KEY, self.camera.id, json.dumps(desc))
         for stage in (keys.POSE_GROUP, keys.ACTION_GROUP):
             pipe.hdel(keys.done_key(stage), self.camera.id)
         pipe.execute()
 
+    def _run_id(self, source: Source) -> str:
+        """This run's id: the epoch and a digest of what is read (see the module doc)."""
+        try:
+            what = identity(source)
+        except OSError as exc:  # the file went away since it was opened: its spec then
+            log.warning("camera %s: source %s cannot be identified (%s)", self.camera.id, source.spec, exc)
+            what = f"{source.kind}|{source.spec}"
+        what += f"|crop={self.camera.crop}|width={self.camera.width or self.settings.frame_width}"
+        if not source.finite:  # a live source is never the same twice
+            what += f"|started={self.clock()!r}"
+        return run_id(self.epoch, what)
+
     def _publish_all(self, source: Source, max_frames: Optional[int]) -> int:
         seq, t0 = self.first_seq, self.clock()
         pace = self.mode == "live" or self.camera.fps is not None
+        if source.finite and not pace:  # stamped to end at the start time (see the module doc)
+            t0 -= source.frame_count / source.fps
         self.stats["state"] = "running"
         while not self._stop:
             try:
@@ -139,7 +165,7 @@ class Producer:
             image = crop_and_resize(image, self.camera.crop, self.camera.width or self.settings.frame_width)
         except SourceError as exc:  # a crop outside the frame: bad input, not a lost source
             raise SettingsError(f"camera {self.camera.id}: {exc}; give a --crop inside the frame") from None
-        return jpeg_frame(self.camera.id, seq, ts, image, self.settings.jpeg_quality)
+        return jpeg_frame(self.camera.id, seq, ts, image, self.settings.jpeg_quality, self.run_id)
 
     def _publish(self, frame: Frame) -> None:
         fields = codec.encode_frame(frame)

@@ -111,13 +111,28 @@ def open_source(spec: str, fps: Optional[float] = None) -> Source:
     return Source(spec, kind, rate, kind == "file", max(count, 0), _cap=cap)
 
 
-def jpeg_frame(camera: str, seq: int, ts: float, image: np.ndarray, quality: int) -> Frame:
+def identity(source: Source) -> str:
+    """What tells this source's content apart: a file's resolved path, size and modification
+    time; a folder's path and each image's name, size and time; a URL or webcam its spec."""
+    if source.kind == "file":
+        path = Path(source.spec).resolve()
+        st = path.stat()
+        return f"file|{path}|{st.st_size}|{st.st_mtime_ns}"
+    if source.kind == "folder":
+        stats = [(p.name, p.stat()) for p in source._images or []]
+        items = ";".join(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats)
+        return f"folder|{Path(source.spec).resolve()}|{items}"
+    return f"{source.kind}|{source.spec}"
+
+
+def jpeg_frame(camera: str, seq: int, ts: float, image: np.ndarray, quality: int,
+               run: str = "") -> Frame:
     """``image`` (already cropped and resized) as a :class:`Frame` of JPEG bytes at ``quality``;
     SourceError when OpenCV cannot encode it."""
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise SourceError(f"camera {camera}: frame {seq} cannot be JPEG-encoded")
-    return Frame(camera, seq, ts, image.shape[1], image.shape[0], buf.tobytes())
+    return Frame(camera, seq, ts, image.shape[1], image.shape[0], buf.tobytes(), run)
 
 
 def crop_and_resize(image: np.ndarray, crop: Optional[tuple[int, int, int, int]],

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from shared.schemas import SCHEMA_VERSION, DeadLetter, EndOfStream, Event, Frame, Skeletons
+from shared.schemas import MAX_RUN_CHARS, SCHEMA_VERSION, DeadLetter, EndOfStream, Event, Frame, Skeletons
 from shared.skeleton import NUM_JOINTS, Person
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a JPEG larger than this is rejected, not decoded
@@ -78,16 +78,30 @@ def _kind(fields: dict[str, Any]) -> str:
     return _text(fields.get("kind", ""))
 
 
+def _run(fields: dict[str, Any]) -> str:
+    """The optional ``run`` field (absent in messages written before it existed: "")."""
+    run = _text(fields.get("run", ""))
+    if len(run) > MAX_RUN_CHARS or not run.isprintable():
+        raise DecodeError(f"field 'run' must be at most {MAX_RUN_CHARS} printable characters")
+    return run
+
+
+def _with_run(fields: dict[str, Any], run: str) -> dict[str, Any]:
+    if run:  # only when known: messages without a run stay as they were
+        fields["run"] = run
+    return fields
+
+
 # ---------------------------------------------------------------- frames
 
 
 def encode_frame(msg: Frame | EndOfStream) -> dict[str, Any]:
     if isinstance(msg, EndOfStream):
         return {"v": msg.schema_version, "kind": "eos", "camera": msg.camera, "seq": msg.seq}
-    return {
+    return _with_run({
         "v": msg.schema_version, "kind": "frame", "camera": msg.camera, "seq": msg.seq,
         "ts": repr(float(msg.ts)), "w": msg.width, "h": msg.height, "jpeg": msg.jpeg,
-    }
+    }, msg.run)
 
 
 def _open(fields: Fields, kind: str) -> tuple[dict[str, Any], str, EndOfStream | None]:
@@ -116,7 +130,7 @@ def decode_frame(fields: Fields) -> Frame | EndOfStream:
     return Frame(
         camera=camera, seq=_int(f, "seq"), ts=_float(f, "ts"),
         width=_int(f, "w", 1, MAX_FRAME_SIDE), height=_int(f, "h", 1, MAX_FRAME_SIDE),
-        jpeg=bytes(jpeg),
+        jpeg=bytes(jpeg), run=_run(f),
     )
 
 
@@ -169,11 +183,11 @@ def encode_skeletons(msg: Skeletons | EndOfStream) -> dict[str, Any]:
     if isinstance(msg, EndOfStream):
         return {"v": msg.schema_version, "kind": "eos", "camera": msg.camera, "seq": msg.seq}
     people = json.dumps([_person_json(p) for p in msg.people], separators=(",", ":"))
-    return {
+    return _with_run({
         "v": msg.schema_version, "kind": "skeletons", "camera": msg.camera, "seq": msg.seq,
         "ts": repr(float(msg.ts)), "w": msg.width, "h": msg.height, "model": msg.model,
         "people": people,
-    }
+    }, msg.run)
 
 
 def decode_skeletons(fields: Fields) -> Skeletons | EndOfStream:
@@ -193,7 +207,7 @@ def decode_skeletons(fields: Fields) -> Skeletons | EndOfStream:
         camera=camera, seq=_int(f, "seq"), ts=_float(f, "ts"),
         width=_int(f, "w", 1, MAX_FRAME_SIDE), height=_int(f, "h", 1, MAX_FRAME_SIDE),
         people=tuple(_person_from(p, i) for i, p in enumerate(people)),
-        model=_text(_get(f, "model")),
+        model=_text(_get(f, "model")), run=_run(f),
     )
 
 

@@ -8,11 +8,16 @@ cameras become free, and failover takes one TTL.
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+import threading
+import time
+from typing import Any, Optional
 
 import redis
 
 from shared import keys
+
+log = logging.getLogger(__name__)
 
 
 def beat(r: redis.Redis, worker_id: str, stage: str, metrics: dict[str, Any], cameras: list[str],
@@ -41,3 +46,36 @@ def live_workers(r: redis.Redis, stage: str) -> int:
 def fair_share(cameras: int, workers: int, max_cameras: int) -> int:
     """How many of ``cameras`` one of ``workers`` live workers should hold (rounded up)."""
     return min(max_cameras, -(-cameras // max(1, workers)))
+
+
+class Beater:
+    """A daemon thread that beats for a process without a loop of its own (a Celery worker),
+    every third of ``ttl_s``, so ``actionstream status`` lists it; :meth:`stop` removes it."""
+
+    def __init__(self, r: redis.Redis, worker_id: str, stage: str, metrics: dict[str, Any],
+                 ttl_s: float) -> None:
+        self.r, self.worker_id, self.stage, self.metrics, self.ttl_s = r, worker_id, stage, metrics, ttl_s
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> "Beater":
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{self.stage}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                beat(self.r, self.worker_id, self.stage, self.metrics, [], time.time(), self.ttl_s)
+            except redis.RedisError as exc:  # away for a while: the next beat tries again
+                log.debug("heartbeat of %s not written: %s", self.worker_id, exc)
+            self._stop.wait(self.ttl_s / 3)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        try:
+            stop(self.r, self.worker_id)
+        except redis.RedisError as exc:
+            log.debug("heartbeat of %s not removed: %s", self.worker_id, exc)

@@ -20,6 +20,15 @@ EVENTS_STREAM = f"{PREFIX}:{{events}}"
 EVENTS_CHANNEL = f"{PREFIX}:events:live"
 DEADLETTER_STREAM = f"{PREFIX}:deadletter"
 CAMERAS_KEY = f"{PREFIX}:cameras"  # hash: camera id -> JSON description (source, mode, size)
+# webhook delivery (workers/alerting/delivery.py): retries due (sorted set, score = due time),
+# and per endpoint its failing-since time or why it was disabled (hash: target -> JSON)
+WEBHOOK_RETRIES_KEY = f"{PREFIX}:webhooks:retries"
+WEBHOOK_ENDPOINTS_KEY = f"{PREFIX}:webhooks:endpoints"
+
+
+def mqtt_incidents_key(target: str) -> str:
+    """Hash: the open MQTT incidents of alert target ``target`` ("camera|track" -> JSON)."""
+    return f"{PREFIX}:mqtt:incidents:{target}"
 
 _CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

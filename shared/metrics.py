@@ -61,9 +61,21 @@ ALERT_TASKS = Counter("actionstream_alert_tasks_queued_total", "Delivery tasks t
 CELERY_TASKS = Counter("actionstream_celery_tasks_total", "Celery task outcomes in this worker: success, "
                        "retry, failure", ["task", "outcome"])
 
+WEBHOOK_DELIVERIES = Counter("actionstream_webhook_deliveries_total", "Webhook delivery attempts by outcome: "
+                             "delivered (2xx), retry (failed, retried later), dead_letter (given up, or the "
+                             "endpoint disabled)", ["target", "outcome"])
+WEBHOOK_DISABLED = Gauge("actionstream_webhook_endpoint_disabled", "1 while a webhook endpoint is disabled "
+                         "(it answered 410 Gone, or failed for webhook_disable_after_s)", ["target"])
+DURABLE_WAITS = Counter("actionstream_durable_waits_total", "Durability confirmations of written events or "
+                        "frames (WAIT / WAITAOF): confirmed, or unconfirmed (not acknowledged, retried)",
+                        ["stream", "outcome"])
+STREAM_BEHIND = Gauge("actionstream_stream_group_behind_entries", "Entries of a bounded stream that a "
+                      "consumer group has not read yet, when near the bound (the writer then holds back)",
+                      ["stream", "group"])
+
 ALL = (FRAMES_IN, FRAMES_OUT, FRAMES_SKIPPED, BATCH_SIZE, INFERENCE_SECONDS, INFERENCE_ITEMS, STREAM_LAG,
        ENTRY_AGE, LEASES_HELD, LEASE_CHANGES, EVENTS, EVENT_DUPLICATES, DEAD_LETTERS, RECONNECTS,
-       ALERT_TASKS, CELERY_TASKS)
+       ALERT_TASKS, CELERY_TASKS, WEBHOOK_DELIVERIES, WEBHOOK_DISABLED, DURABLE_WAITS, STREAM_BEHIND)
 SKIP_REASONS = ("stale", "redis_unreachable")
 PER_CAMERA = (FRAMES_IN, FRAMES_OUT, STREAM_LAG, ENTRY_AGE)  # labels (stage, camera)
 

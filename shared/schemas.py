@@ -24,6 +24,7 @@ class Frame:
     width: int
     height: int
     jpeg: bytes
+    run: str = ""  # the producer's run of the source (see :func:`run_id`); "" for old messages
     schema_version: int = SCHEMA_VERSION
 
 
@@ -47,6 +48,7 @@ class Skeletons:
     height: int
     people: tuple[Person, ...]
     model: str
+    run: str = ""  # the run of the frame it was posed from
     schema_version: int = SCHEMA_VERSION
 
 
@@ -65,7 +67,7 @@ class Event:
     ts_end: float
     model: str
     emitted_at: float
-    id: str = ""
+    id: str = ""  # the action stage gives event_id(..., run); left out: computed without a run
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -80,10 +82,23 @@ class Event:
         return self.camera.partition(REPLAY_SEP)[2]
 
 
-def event_id(camera: str, track_id: int, label: str, frame_end: int) -> str:
-    """Deterministic id: a redelivered window yields the same id, so no second alert."""
-    key = f"{camera}|{track_id}|{label}|{frame_end}".encode()
-    return hashlib.sha1(key).hexdigest()[:20]
+def event_id(camera: str, track_id: int, label: str, frame_end: int, run: str = "") -> str:
+    """Deterministic id: a redelivered window yields the same id, so no second alert; a
+    window of another ``run`` of the camera (another source, another producer epoch) another
+    one. ``run`` "" (messages from before runs existed) keeps the old id."""
+    key = f"{camera}|{track_id}|{label}|{frame_end}" + (f"|{run}" if run else "")
+    return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+MAX_RUN_CHARS = 64
+
+
+def run_id(epoch: int, source_identity: str) -> str:
+    """A producer's run of a camera: its epoch and a digest of what it reads
+    (``source_identity``), e.g. ``1.3f9a0c2e81b4``. Equal for equal inputs, so two runs of
+    one file on fresh servers give the same event ids; different for another source."""
+    digest = hashlib.sha1(source_identity.encode("utf-8", "replace")).hexdigest()[:12]
+    return f"{int(epoch)}.{digest}"
 
 
 @dataclass(frozen=True)

@@ -105,9 +105,19 @@ class Settings(BaseSettings):
     # (whsec_<base64>, Standard Webhooks); MQTT for every event without a file
     alerts_config: Optional[Path] = None
     webhook_secret: Optional[SecretStr] = None
+    # webhook delivery (Standard Webhooks): the waits before each retry of a failed delivery
+    # (seconds; the spec's schedule, about 27 hours in all), then the dead letters; an endpoint
+    # failing that long with no success in between (or answering 410 Gone) is disabled; a
+    # Retry-After longer than the schedule's wait is honoured up to webhook_max_retry_after_s
+    webhook_retry_schedule_s: list[Annotated[float, Field(ge=0, le=7 * 86400)]] = [5, 300, 1800, 7200, 18000, 36000, 36000]
+    webhook_disable_after_s: float = Field(86400.0, gt=0)
+    webhook_max_retry_after_s: float = Field(86400.0, ge=0)
     mqtt_url: Optional[str] = None  # mqtt://[USER:PASSWORD@]HOST[:PORT], mqtts:// for TLS
     mqtt_topic_prefix: str = "actionstream"
     mqtt_end_after_s: float = Field(30.0, gt=0)  # an MQTT incident ends this long after its last event
+    # Home Assistant MQTT discovery (a binary sensor per camera and alert label) and its prefix
+    mqtt_discovery: bool = True
+    mqtt_discovery_prefix: str = Field("homeassistant", min_length=1, pattern=r"^[^#+\s]+$")
     stride: int = Field(15, ge=1)  # steps at the model card's fps (30: 0.5 s), not source frames
     min_frames: int = Field(32, ge=4)  # steps at the card's fps
     alert_labels: list[str] = ["falling", "fallen"]
@@ -150,19 +160,30 @@ def load_settings(**overrides) -> Settings:
                             "(quotes included); fix or unset it") from None
 
 
+def problems(head: str, items: list[str], tail: str = "") -> str:
+    """``head`` and its problems: one problem on one line, ``head: problem tail``; several,
+    one per line (``head (N problems tail):`` then ``  - problem`` lines), never run together."""
+    if len(items) == 1:
+        return f"{head}: {items[0]}" + (f" {tail}" if tail else "")
+    inner = f"{len(items)} problems" + (f"; {tail.strip('()')}" if tail else "")
+    return "\n".join([f"{head} ({inner}):", *(f"  - {item}" for item in items)])
+
+
 def _explain_settings(exc: ValidationError) -> str:
-    """One line: each bad field as its ACTIONSTREAM_* variable, its value and the problem."""
+    """Each bad field as its ACTIONSTREAM_* variable, its value and the problem; one line
+    for one bad field, a line each for several."""
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"].removeprefix("Value error, ")
         if field == "redis_url":  # never echo a password; the option has the same name
-            parts.append(f"ACTIONSTREAM_REDIS_URL (or --redis): {err['msg'].removeprefix('Value error, ')}")
+            parts.append(f"ACTIONSTREAM_REDIS_URL (or --redis): {msg}")
         elif field in ("webhook_secret", "mqtt_url"):  # secrets, or URLs that may hold one
-            parts.append(f"ACTIONSTREAM_{field.upper()}: {err['msg'].removeprefix('Value error, ')}")
+            parts.append(f"ACTIONSTREAM_{field.upper()}: {msg}")
         else:
-            parts.append(f"ACTIONSTREAM_{field.upper()}={err.get('input')!r}: "
-                         f"{err['msg'].removeprefix('Value error, ')}")
-    return "invalid setting " + "; ".join(parts) + " (fix the variable or option, or unset it)"
+            parts.append(f"ACTIONSTREAM_{field.upper()}={err.get('input')!r}: {msg}")
+    return problems("invalid setting" + ("s" if len(parts) > 1 else ""), parts,
+                    "(fix the variable or option, or unset it)")
 
 
 class Camera(BaseModel):
@@ -228,9 +249,20 @@ def read_yaml(path: str | Path, what: str):
         raise SettingsError(f"{what} {path} is not valid YAML: {exc}") from None
 
 
+CAMERA_FILE_SHAPE = ("a `cameras:` list, each camera with at least an `id:` and a `source:`, e.g.\n"
+                     "  cameras:\n    - {id: cam-1, source: rtsp://host/stream}\n"
+                     "  (deploy/cameras.example.yaml has every field)")
+
+
 def load_camera_file(path: str | Path) -> list[Camera]:
     path = Path(path)
     raw = read_yaml(path, "camera file")
+    if raw is None:
+        raise SettingsError(f"camera file {path} is empty; it should contain {CAMERA_FILE_SHAPE}")
+    if not isinstance(raw, dict):
+        what = {list: "a list", str: "a string"}.get(type(raw), f"a {type(raw).__name__}")
+        raise SettingsError(f"camera file {path} holds {what}, not a mapping; it should contain "
+                            f"{CAMERA_FILE_SHAPE}")
     try:
         return CameraFile.model_validate(raw).cameras
     except ValidationError as exc:
@@ -238,11 +270,10 @@ def load_camera_file(path: str | Path) -> list[Camera]:
 
 
 def _explain(exc: ValidationError, where: str) -> str:
-    lines = [f"{where} is invalid:"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        lines.append(f"  {loc}: {err['msg']}")
-    return "\n".join(lines)
+    """Each bad field: its dotted location and the problem (:func:`problems`)."""
+    items = [f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg'].removeprefix('Value error, ')}"
+             for err in exc.errors()]
+    return problems(f"{where} is invalid", items)
 
 
 def find_shared_dir(settings: Settings | None = None) -> Path | None:

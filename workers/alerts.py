@@ -42,9 +42,10 @@ from celery import Celery, signals
 from shared import codec, keys, metrics
 from shared.follower import StreamFollower
 from shared.ops import DEFAULT_URL
-from shared.redisio import connect, redact
+from shared.redisio import connect, redact, registered_cameras
 from shared.settings import Settings, SettingsError, load_settings
 from workers.alerting import webhooks as signing
+from workers.alerting.discovery import RESCAN_S, Discovery
 from workers.alerting.mqtt import MqttPublisher, MqttSink, MqttUnavailable
 from workers.alerting.rules import AlertRules, AlertsConfig, check_mqtt_url, load_config, parse_config
 from workers.celeryconf import ALERTS_QUEUE, celery_config
@@ -175,6 +176,16 @@ class AlertForwarder(StreamFollower):
         if missing:
             raise AlertsError(f"MQTT target(s) {missing} have no publisher")
         self.metrics.update(sent=0, events=0, mqtt=0, filtered=0)
+        self._next_scan = 0.0
+
+    def before_read(self, now: float) -> None:
+        """Home Assistant discovery for the cameras registered (at start, then every RESCAN_S)."""
+        discoveries = [s.discovery for s in self.sinks.values() if s.discovery is not None]
+        if discoveries and now >= self._next_scan:
+            cameras = registered_cameras(self.r)
+            for discovery in discoveries:
+                self.metrics["mqtt"] += discovery.announce_all(cameras)
+            self._next_scan = now + RESCAN_S
 
     def unreachable(self, exc: BaseException) -> str:
         return "mqtt" if isinstance(exc, MqttUnavailable) else "redis"
@@ -252,8 +263,11 @@ def alert_rules(settings: Settings, webhooks: Sequence[str] = (), mqtt: Sequence
     return AlertRules(parse_config(raw, "alert targets"))
 
 
-def mqtt_sinks(rules: AlertRules, consumer: str, timeout: float = 10.0) -> dict[str, MqttSink]:
-    """A connected (or connecting) :class:`MqttSink` per MQTT target of ``rules``."""
+def mqtt_sinks(rules: AlertRules, consumer: str, timeout: float = 10.0,
+               settings: Optional[Settings] = None) -> dict[str, MqttSink]:
+    """A connected (or connecting) :class:`MqttSink` per MQTT target of ``rules``, each with
+    Home Assistant discovery of the ``settings`` alert labels unless ``mqtt_discovery`` is off
+    (no ``settings``: none)."""
     sinks = {}
     for name, target in rules.config.targets.items():
         if target.mqtt:
@@ -261,7 +275,9 @@ def mqtt_sinks(rules: AlertRules, consumer: str, timeout: float = 10.0) -> dict[
             if not pub.wait_connected(timeout):
                 log.warning("alerts %s: mqtt %s not reachable yet; events wait until it is", consumer,
                             pub.url)
-            sinks[name] = MqttSink(pub, target.end_after_s)
+            discovery = (Discovery(pub, settings.mqtt_discovery_prefix, settings.alert_labels)
+                         if settings is not None and settings.mqtt_discovery else None)
+            sinks[name] = MqttSink(pub, target.end_after_s, discovery=discovery)
     return sinks
 
 
@@ -275,7 +291,7 @@ def run_alerts(settings: Settings, webhooks: Sequence[str] = (), consumer: Optio
     metrics.serve(settings.metrics_port, settings.metrics_host)
     log.info("alerts %s: forwarding events from %s to target(s) %s by %d rule(s)", consumer,
              redact(url), sorted(rules.config.targets), len(rules.config.rules))
-    sinks = mqtt_sinks(rules, consumer)
+    sinks = mqtt_sinks(rules, consumer, settings=settings)
     try:
         forwarder = AlertForwarder(connect(url), make_app(settings), (), consumer,
                                    deadletter_maxlen=settings.deadletter_maxlen,

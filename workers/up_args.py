@@ -6,6 +6,18 @@ import argparse
 
 from shared.posemodels import POSE_MODEL_NAMES
 
+UP_DESCRIPTION = (
+    "Run the whole pipeline on one machine, each stage its own process: a Redis server of its own "
+    "(unless --redis or ACTIONSTREAM_REDIS_URL names one), a producer per camera, a pose worker, an "
+    "action worker, the event history and the web page. File sources run to their end, then the "
+    "outputs (--events-out, --skeletons-out, --annotate-out) are written and everything stops; "
+    "Ctrl-C or SIGTERM stops it early and writes what was produced until then. Every output and "
+    "model is checked before anything starts; a process that fails for good stops the run with "
+    "its reason.")
+UP_REDIS_HELP = ("use the Redis at this URL instead of starting one (default: ACTIONSTREAM_REDIS_URL "
+                 "when set, else a server of up's own on a free loopback port, removed at the end); "
+                 "rediss:// for TLS, user:password@ for ACL")
+
 
 def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", action="append", default=[],
@@ -15,11 +27,22 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", action="append", default=[],
                    help="X,Y,W,H region; once for every source or once per source")
     p.add_argument("--config", help="YAML camera file (instead of --source)")
-    p.add_argument("--pose-model", choices=POSE_MODEL_NAMES)
-    p.add_argument("--action-model", help="ST-GCN ONNX with its model card")
+    p.add_argument("--skeletons", metavar="PATH", help="instead of --source: a Kinetics-skeleton JSON file "
+                   "(as --skeletons-out writes it) or a folder of them, straight into the action stage "
+                   "(no producer, no pose worker; --fps: the rate of files that give none, default the "
+                   "action model's)")
+    p.add_argument("--size", metavar="WxH", help="--skeletons: the frame in pixels of files that give no "
+                   "width and height (default 340x256, Kinetics')")
+    p.add_argument("--pose-model", choices=POSE_MODEL_NAMES,
+                   help="the pose model (default: ACTIONSTREAM_POSE_MODEL, else movenet); its ONNX file "
+                   "is found in ACTIONSTREAM_MODELS_DIR or ../shared/models")
+    p.add_argument("--action-model", help="ST-GCN ONNX with its model card beside it (default: the "
+                   "shipped fall model); loaded once before anything starts")
     p.add_argument("--mode", choices=["live", "replay"], default="replay",
                    help="replay (default): nothing is dropped; live: latency first")
-    p.add_argument("--fps", type=float, help="pace sources at this rate")
+    p.add_argument("--fps", type=float, help="read sources at this rate: frames are paced at it and "
+                   "stamped at it (frame n at n/FPS s), so a clip read at another rate than its own "
+                   "is slowed or sped up in time, and the action stage resamples it to the model's rate")
     p.add_argument("--width", type=int, help="resize frames to this width")
     p.add_argument("--events-out", help="write events as JSON lines to this file")
     p.add_argument("--skeletons-out", help="write each camera's tracks as Kinetics-skeleton JSON here")

@@ -34,6 +34,41 @@ def test_camera_file_errors_name_the_field(tmp_path, text, error):
         load_camera_file(path)
 
 
+@pytest.mark.parametrize("text, said", [
+    ("", "is empty"),                   # an empty file: not pydantic's "(root): Input should be ..."
+    ("# only a comment\n", "is empty"),
+    ("- {id: a, source: x}", "a list"),  # the cameras without the `cameras:` key
+    ("just text", "a string"),
+])
+def test_a_camera_file_without_a_mapping_says_what_it_should_hold(tmp_path, text, said):
+    path = tmp_path / "cams.yaml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as err:
+        load_camera_file(path)
+    msg = str(err.value)
+    assert said in msg and str(path) in msg
+    assert "cameras:" in msg and "id:" in msg and "source:" in msg  # what it should contain
+    assert "(root)" not in msg and "CameraFile" not in msg
+
+
+@pytest.mark.parametrize("env, lines", [
+    ({"ACTIONSTREAM_STRIDE": "0", "ACTIONSTREAM_THREADS": "-1"},
+     ["ACTIONSTREAM_STRIDE='0': Input should be greater",
+      "ACTIONSTREAM_THREADS='-1': Input should be greater"]),
+    ({"ACTIONSTREAM_MODE": "fast", "ACTIONSTREAM_JPEG_QUALITY": "5"},
+     ["ACTIONSTREAM_MODE='fast'", "ACTIONSTREAM_JPEG_QUALITY='5'"]),
+])
+def test_each_bad_setting_is_on_its_own_line(monkeypatch, env, lines):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    msg = str(err.value).splitlines()
+    for want in lines:  # each bad variable on a line of its own, none run into another
+        (line,) = [ln for ln in msg if want in ln]
+        assert line.count("ACTIONSTREAM_") == 1, msg
+
+
 def test_camera_file_ok(tmp_path):
     path = tmp_path / "cams.yaml"
     path.write_text("cameras:\n  - {id: cam-7, source: a.mp4, crop: [320, 0, 320, 240], mode: replay}\n")

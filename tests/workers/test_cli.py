@@ -58,6 +58,10 @@ def _models() -> dict[str, str]:
     return {"ACTIONSTREAM_SHARED_DIR": str(shared_path())}
 
 
+def _up_on_video(*args: str) -> list[str]:
+    return ["up", "--no-progress", "--source", _video(), *args]
+
+
 # (id, argv (a callable: it may need ../shared), environment, words the line must hold
 #  [, modules made absent])
 CASES = [
@@ -90,6 +94,21 @@ CASES = [
     ("log-level-unknown", lambda: ["status"], lambda: {"ACTIONSTREAM_LOG_LEVEL": "chatty"},
      ["log level", "CHATTY"]),
     ("tool-without-command", lambda: ["stgcn"], dict, ["no command", "export, train, fall-model"]),
+    # up's outputs and options, checked before anything starts (issue 19)
+    ("crop-past-the-edge", lambda: _up_on_video("--crop", "600,0,320,240"), _models,
+     ["--crop 600,0,320,240", "runs past the edge", "640x240", "X+W <= 640"]),
+    ("events-out-unwritable", lambda: _up_on_video("--events-out", "/proc/x/ev.jsonl"), _models,
+     ["--events-out /proc/x/ev.jsonl", "cannot be written", "No such file or directory"]),
+    ("skeletons-out-unwritable", lambda: _up_on_video("--skeletons-out", "/proc/x/sk"), _models,
+     ["--skeletons-out /proc/x/sk", "cannot be written"]),
+    ("annotate-out-unwritable", lambda: _up_on_video("--annotate-out", "/proc/x/a.mp4"), _models,
+     ["--annotate-out /proc/x/a.mp4", "cannot be written"]),
+    ("events-out-a-folder", lambda: _up_on_video("--events-out", "/"), _models,
+     ["--events-out / is a folder"]),
+    ("web-port-out-of-range", lambda: _up_on_video("--web-port", "70000"), _models,
+     ["--web-port 70000 is not a port"]),
+    ("web-host-not-here", lambda: _up_on_video("--web-host", "999.1.1.1"), _models,
+     ["999.1.1.1", "--web-port", "--web-host"]),
 
 
     ("up-without-onnxruntime", lambda: ["up", "--source", _video()], _models,
@@ -161,3 +180,38 @@ def test_both_onnxruntime_builds_installed_is_refused(tmp_path):
     [line] = proc.stderr.splitlines()
     assert "both onnxruntime and onnxruntime-gpu are installed" in line and "pip uninstall" in line
     assert wait_gone(marker) == []
+
+
+@pytest.mark.parametrize("text, first, more", [
+    ("cameras: [{id: a, fps: -1}]", "is invalid (2 problems):",
+     ["- cameras.0.source: Field required", "- cameras.0.fps: Input should be greater than 0"]),
+    ("", "is empty; it should contain a `cameras:` list", ["cameras:", "- {id: cam-1, source:"]),
+])
+def test_a_bad_camera_file_says_each_problem_on_a_line_of_its_own(tmp_path, text, first, more):
+    (cams := tmp_path / "cams.yaml").write_text(text)
+    proc, marker = run_cli(["up", "--no-progress", "--config", str(cams)], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    head, *rest = proc.stderr.splitlines()
+    assert head.startswith(f"actionstream up: error: camera file {cams} ") and first in head, head
+    for want in more:  # each on a line of its own, indented under the first
+        assert [ln for ln in rest if ln.startswith("    ") and want in ln], proc.stderr
+    assert "Traceback" not in proc.stderr and "(root)" not in proc.stderr
+    assert wait_gone(marker) == []
+
+
+@pytest.mark.skipif(not LINUX, reason="finds leftover processes through /proc")
+def test_up_with_an_action_model_that_cannot_be_loaded(tmp_path):
+    """A model file that is no ONNX, with a valid card beside it: up loads it before anything
+    starts, so the run does not start (it hung once the action worker had exited)."""
+    from workers.runtime import default_action_model
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model\n")
+    (tmp_path / "junk.json").write_text(default_action_model().with_suffix(".json").read_text())
+    proc, marker = run_cli(_up_on_video("--no-web", "--action-model", str(junk)), tmp_path, _models())
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("actionstream up: error: model file ") and "junk.onnx cannot be loaded" in line
+    assert "INVALID_PROTOBUF" in line
+    assert wait_gone(marker) == []
+    assert not list(tmp_path.glob("actionstream-redis-*")), list(tmp_path.iterdir())

@@ -124,7 +124,7 @@ class ActionCore:
             events = []
             for down in self.still.observe(msg.camera, msg.seq, msg.ts, postures):
                 event = self.rules.derived(FALLEN, down.camera, down.track_id, 1.0, down.armed_seq,
-                                           down.seq, down.armed_ts, down.ts, self.card.name)
+                                           down.seq, down.armed_ts, down.ts, self.card.name, msg.run)
                 events.extend([event] if event is not None else [])
             return events
         ref = result.refs[item[1]]

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from shared.schemas import Event
+from shared.schemas import Event, event_id
 from workers.action.window import WindowRef
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,12 @@ class _Span:
     frame_end: int
     ts_start: float
     ts_end: float
+    run: str = ""  # the producer's run of the last frame (part of the event id)
 
     @classmethod
     def of(cls, ref: WindowRef) -> "_Span":
-        return cls(ref.camera, ref.track_id, ref.frame_start, ref.frame_end, ref.ts_start, ref.ts_end)
+        return cls(ref.camera, ref.track_id, ref.frame_start, ref.frame_end, ref.ts_start, ref.ts_end,
+                   ref.run)
 
 
 @dataclass
@@ -74,13 +76,15 @@ class Rules:
     ``clock`` gives ``Event.emitted_at`` only; every decision uses source time.
     """
 
-    def __init__(self, rules: Sequence[Rule], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, rules: Sequence[Rule], clock: Callable[[], float] = time.time,
+                 confirm: Optional[Callable[[WindowRef, str], bool]] = None) -> None:
         labels = [r.label for r in rules]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"more than one rule for labels {dup}")
         self.rules = tuple(rules)
         self.clock = clock
+        self.confirm = confirm  # (window, label) -> may it raise now? (workers.action.confirm)
         self._state: dict[tuple[str, int, str], _State] = {}
         self._camera_rules: dict[str, dict[str, Rule]] = {}  # a replay camera's own rules
         self._warned: set[str] = set()
@@ -99,7 +103,8 @@ class Rules:
             index = self._index(rule.label, labels)
             if index is None:
                 continue
-            event = self._apply(rule, _Span.of(ref), index, float(probs[index]), model_name)
+            gate = (lambda: self.confirm(ref, rule.label)) if self.confirm else None
+            event = self._apply(rule, _Span.of(ref), index, float(probs[index]), model_name, gate)
             if event is not None:
                 events.append(event)
         return events
@@ -117,13 +122,15 @@ class Rules:
         return next((r for r in self.rules if r.label == label), None)
 
     def derived(self, label: str, camera: str, track_id: int, score: float, frame_start: int,
-                frame_end: int, ts_start: float, ts_end: float, model_name: str) -> Optional[Event]:
-        """The event a derived label (``fallen``) raises now, if its rule lets it."""
+                frame_end: int, ts_start: float, ts_end: float, model_name: str,
+                run: str = "") -> Optional[Event]:
+        """The event a derived label (``fallen``) raises now, if its rule lets it (``run``:
+        that of the frame ``frame_end``)."""
         rule = self.rule_for(label)
         if rule is None:
             return None
         span = _Span(camera, int(track_id), int(frame_start), int(frame_end), float(ts_start),
-                     float(ts_end))
+                     float(ts_end), run)
         return self._apply(rule, span, -1, float(score), model_name)
 
     def override(self, camera: str, threshold: Optional[float] = None,
@@ -138,8 +145,8 @@ class Rules:
     def clear_override(self, camera: str) -> None:
         self._camera_rules.pop(camera, None)
 
-    def _apply(self, rule: Rule, ref: "_Span", index: int, score: float,
-               model_name: str) -> Optional[Event]:
+    def _apply(self, rule: Rule, ref: "_Span", index: int, score: float, model_name: str,
+               gate: Optional[Callable[[], bool]] = None) -> Optional[Event]:
         rule = self._camera_rules.get(ref.camera, {}).get(rule.label, rule)
         key = (ref.camera, ref.track_id, rule.label)
         state = self._state.get(key)
@@ -151,6 +158,8 @@ class Rules:
         state.streak += 1
         if state.streak < rule.consecutive:
             return None
+        if gate is not None and not gate():  # not confirmed now: the streak stays for the next
+            return None
         if state.last_event_ts is not None and ref.ts_end - state.last_event_ts < rule.cooldown_s:
             log.debug("camera %s track %d: %s %.2f within the %.1f s cooldown", ref.camera,
                       ref.track_id, rule.label, score, rule.cooldown_s)
@@ -159,7 +168,8 @@ class Rules:
         return Event(camera=ref.camera, track_id=ref.track_id, label=rule.label,
                      label_index=index, score=score, frame_start=ref.frame_start,
                      frame_end=ref.frame_end, ts_start=ref.ts_start, ts_end=ref.ts_end,
-                     model=model_name, emitted_at=float(self.clock()))
+                     model=model_name, emitted_at=float(self.clock()),
+                     id=event_id(ref.camera, ref.track_id, rule.label, ref.frame_end, ref.run))
 
     def forget(self, camera: str, track_id: int) -> None:
         """Free one track's state (the track has ended)."""

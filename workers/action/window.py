@@ -68,7 +68,8 @@ class WindowRef:
     ``frames``: its length in time steps (at most the window; with frame steps it is
     ``frame_end - frame_start + 1``); ``seen``: the steps in which the track was actually
     present. ``data``: float32 ``(3, frames, V, M)``, the normalised window (a private
-    copy). ``width``/``height``: the size of the window's last frame.
+    copy). ``width``/``height``: the size of the window's last frame. ``run``: the
+    producer's run of the camera's last frame (part of the event id).
     """
 
     camera: str
@@ -82,6 +83,7 @@ class WindowRef:
     data: np.ndarray = field(repr=False, compare=False)
     width: int = 0
     height: int = 0
+    run: str = ""
 
     @property
     def valid(self) -> int:
@@ -192,7 +194,7 @@ class _Track:
         self.count = min(self.count + 1, self.window)
         self.since += 1
 
-    def snapshot(self, camera: str) -> WindowRef:
+    def snapshot(self, camera: str, run: str = "") -> WindowRef:
         """A copy of the window held now, oldest step first."""
         order = self.order()
         self.since = 0
@@ -203,7 +205,7 @@ class _Track:
             ts_start=float(self.ts[order[0]]), ts_end=float(self.ts[order[-1]]),
             frames=int(self.count), seen=int(self.seen[order].sum()),
             data=self.buf[:, order],  # fancy indexing copies
-            width=int(self.width), height=int(self.height),
+            width=int(self.width), height=int(self.height), run=run,
         )
 
 
@@ -241,6 +243,7 @@ class CameraWindows:
         self.ignored = 0  # frames dropped: older or repeated seq, bad frame size
         self.merged = 0  # frames skipped because an earlier frame had their time step
         self.frames = 0  # frames accepted (a step each)
+        self.run = ""  # the producer's run of the last frame accepted
         self._recent: deque = deque(maxlen=window + self.max_gap + 2)  # (step, seq, ts) of frames
         self._ended: list[int] = []
         self._flushed = False
@@ -290,6 +293,7 @@ class CameraWindows:
                 log.debug("camera %s track %d: new window at seq %d", self.camera, tid, skel.seq)
             self._extend(track, data, step, skel)
         self.last_seq, self.last_step = int(skel.seq), step
+        self.run = skel.run
         self.frames += 1
 
     def _skip(self, skel: Skeletons, step: int) -> None:
@@ -361,13 +365,13 @@ class CameraWindows:
                 continue
             if (track.classified and track.since >= self.stride) or (
                     not track.classified and track.count >= self.min_frames):
-                refs.append(track.snapshot(self.camera))
+                refs.append(track.snapshot(self.camera, self.run))
         return refs
 
     def flush(self) -> list[WindowRef]:
         """At the end of a stream: every track's window holding steps not yet classified
         (and at least ``min_frames`` steps). The next push, at any seq, starts afresh."""
-        refs = [t.snapshot(self.camera) for t in self.tracks.values()
+        refs = [t.snapshot(self.camera, self.run) for t in self.tracks.values()
                 if t.since > 0 and t.count >= self.min_frames]
         self._flushed = True
         return refs
@@ -393,7 +397,7 @@ class CameraWindows:
     def state(self) -> dict:
         """What a new owner needs beyond the stream's tail (JSON-able; see the module doc)."""
         return {"v": STATE_VERSION, "last_seq": self.last_seq, "last_step": self.last_step,
-                "flushed": self._flushed,
+                "flushed": self._flushed, "run": self.run,
                 "tracks": {str(tid): [t.count, t.since, int(t.classified), t.last_step, t.last_seq,
                                       t.width, t.height] for tid, t in self.tracks.items()}}
 
@@ -420,6 +424,7 @@ class CameraWindows:
         self.tracks = tracks
         self.last_seq, self.last_step = int(state["last_seq"]), int(state["last_step"])
         self._flushed = bool(state["flushed"])
+        self.run = str(state.get("run", self.run))  # a state from before runs: the tail's
         self._ended = []
 
     def _relaid(self, tid: int, old: Optional[_Track], count: int, last_step: int,

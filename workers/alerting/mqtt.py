@@ -9,6 +9,8 @@ With ``topic_prefix`` P (default ``actionstream``):
   each change that touches it (so back to ``0`` at the ``end``).
 * ``P/available``: ``online`` while the forwarder is connected, ``offline`` as its last will
   (retained), as Frigate's ``frigate/available``.
+* Home Assistant discovery configs (:mod:`workers.alerting.discovery`): a binary sensor per
+  camera and alert label on ``P/<camera>/<label>``, unless turned off.
 
 Messages are published from the forwarder itself, not through Celery: the order of one
 incident's messages (new before update before end) matters, a Celery retry would reorder
@@ -30,6 +32,7 @@ import paho.mqtt.client as mqtt
 
 from shared.redisio import redact
 from shared.schemas import Event
+from workers.alerting.discovery import Discovery
 from workers.alerting.incidents import Change, Incidents
 
 log = logging.getLogger(__name__)
@@ -105,13 +108,16 @@ class MqttSink:
     its messages were acknowledged, so a failed publish is redone in full on the next try."""
 
     def __init__(self, publisher: MqttPublisher, end_after_s: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.publisher, self.clock = publisher, clock
+                 clock: Callable[[], float] = time.time, discovery: Optional[Discovery] = None) -> None:
+        """``discovery``: Home Assistant discovery for the cameras seen (None: none)."""
+        self.publisher, self.clock, self.discovery = publisher, clock, discovery
         self.incidents = Incidents(end_after_s)
         self.published = 0
 
     def handle(self, event: Event, now: Optional[float] = None) -> int:
         """Publish the change ``event`` makes; messages published."""
+        if self.discovery is not None:  # a camera seen first here: its sensors before its states
+            self.discovery.announce(event.camera)
         change = self.incidents.on_event(event, self.clock() if now is None else now)
         return self._publish(change) if change is not None else 0
 

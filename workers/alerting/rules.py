@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 
 from shared.keys import check_camera_id
 from shared.schemas import Event
-from shared.settings import SettingsError, read_yaml
+from shared.settings import SettingsError, problems, read_yaml
 from workers.alerting.webhooks import check_secret
 
 QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
@@ -170,12 +170,12 @@ class AlertsConfig(BaseModel):
 
 
 def explain(exc: ValidationError, where: str) -> str:
-    """One line per bad field: its dotted location and the problem."""
+    """Each bad field: its dotted location and the problem (one line each when several)."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
-    return f"{where} is invalid: " + "; ".join(parts)
+    return problems(f"{where} is invalid", parts)
 
 
 def parse_config(raw, where: str = "alerts config") -> AlertsConfig:

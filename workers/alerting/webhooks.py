@@ -16,17 +16,23 @@ import hmac
 SECRET_PREFIX = "whsec_"
 
 
+MIN_KEY_BYTES = 24  # the spec: a key of 24 to 64 bytes
+
+
 def secret_key(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret; ValueError saying what is expected."""
+    """The HMAC key of a ``whsec_<base64>`` secret (base64 padded or not, as the spec's
+    libraries accept); ValueError saying what is expected (a key under 24 bytes included)."""
     if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
         raise ValueError("a webhook secret must be whsec_<base64 key> (the Standard Webhooks format)")
+    text = secret[len(SECRET_PREFIX):]
     try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("a webhook secret must be whsec_<base64 key>; the part after whsec_ "
                          "is not base64") from None
-    if len(key) < 16:
-        raise ValueError(f"a webhook secret's key must have at least 16 bytes, got {len(key)}")
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"a webhook secret's key must have at least {MIN_KEY_BYTES} bytes (Standard "
+                         f"Webhooks), got {len(key)}")
     return key
 
 

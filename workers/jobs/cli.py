@@ -27,19 +27,7 @@ def add_job_commands(sub, common: Callable, metrics_arg: Callable) -> None:
     actions = p.add_subparsers(dest="replay_command", required=True)
     s = actions.add_parser("submit", help="queue a replay job; prints its id")
     common(s)
-    s.add_argument("--camera", help="the archived camera to replay (or the name of a --source replay)")
-    s.add_argument("--source", metavar="PATH", help="a video file or a folder of videos (or of images) "
-                   "instead of the archive")
-    s.add_argument("--start", help="archive: from this capture time (epoch seconds, or ISO 8601: UTC "
-                   "unless a zone is given)")
-    s.add_argument("--end", help="archive: until this capture time (excluded)")
-    s.add_argument("--skeletons", action="store_true", help="archive: replay the archived skeletons "
-                   "straight into the action stage (another model or rule, no pose)")
-    s.add_argument("--speed", default="max", help="1: original speed, N: N times it, max: as fast as "
-                   "the pipeline takes it (default)")
-    s.add_argument("--fps", type=float, help="--source: stamp frames at this rate (default: the file's)")
-    s.add_argument("--threshold", type=float, help="alert threshold for this replay only")
-    s.add_argument("--consecutive", type=int, help="consecutive windows for this replay only")
+    _replay_options(s)
     s.add_argument("--follow", "-f", action="store_true", help="then show its progress until it ends")
     s.set_defaults(func=cmd_submit)
     s = actions.add_parser("status", help="a job's state and progress")
@@ -71,11 +59,45 @@ def add_job_commands(sub, common: Callable, metrics_arg: Callable) -> None:
                    "least this long ago (30s, 15m, 2h, 7d, 1w)")
     s.set_defaults(func=cmd_purge)
 
+    text = ("run one replay with nothing else running, e.g. of an archive left by `up --archive DIR`: "
+            "its own Redis (unless --redis or ACTIONSTREAM_REDIS_URL), pose and action workers for its "
+            "camera only, the job in this process; its events as JSON lines on stdout")
+    s = actions.add_parser("run", help=text, description=text)
+    common(s)
+    _replay_options(s)
+    s.add_argument("--archive", metavar="DIR", help="the archive to read (default: ACTIONSTREAM_ARCHIVE_DIR, "
+                   "else <data dir>/archive)")
+    s.add_argument("--pose-model", help="the pose model (default: ACTIONSTREAM_POSE_MODEL)")
+    s.add_argument("--action-model", help="ST-GCN ONNX with its model card (default: the fall model)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_run)
+
     p = sub.add_parser("jobs-worker", help="run the Celery worker that runs replay jobs")
     common(p)
     p.add_argument("--concurrency", type=int, default=4, help="jobs run at once (threads; 4)")
     metrics_arg(p)
     p.set_defaults(func=cmd_jobs_worker)
+
+
+def _replay_options(s) -> None:
+    """What a replay reads, how fast and by which rules (``replay submit`` and ``replay run``)."""
+    s.add_argument("--camera", help="the archived camera to replay (or the name of a --source replay)")
+    s.add_argument("--source", metavar="PATH", help="a video file or a folder of videos (or of images) "
+                   "instead of the archive; with --skeletons a Kinetics-skeleton JSON file or a folder "
+                   "of them")
+    s.add_argument("--start", help="archive: from this capture time (epoch seconds, or ISO 8601: UTC "
+                   "unless a zone is given)")
+    s.add_argument("--end", help="archive: until this capture time (excluded)")
+    s.add_argument("--skeletons", action="store_true", help="replay the archived skeletons (or the "
+                   "--source skeleton files) straight into the action stage (another model or rule, no pose)")
+    s.add_argument("--speed", default="max", help="1: original speed, N: N times it, max: as fast as "
+                   "the pipeline takes it (default)")
+    s.add_argument("--fps", type=float, help="--source: stamp frames at this rate (default: the file's); "
+                   "skeleton files: the rate of those that give no fps (default: the action model's)")
+    s.add_argument("--size", metavar="WxH", help="skeleton files: the frame in pixels of those that give "
+                   "no width and height (default 340x256, Kinetics')")
+    s.add_argument("--threshold", type=float, help="alert threshold for this replay only")
+    s.add_argument("--consecutive", type=int, help="consecutive windows for this replay only")
 
 
 def _settings(args):
@@ -122,28 +144,48 @@ def spec_from_args(args, clock=time.time):
 
     if not args.source and not args.camera:
         raise ReplayError("give --camera CAM (its archive) or --source PATH (a video or a folder)")
-    if args.source and (args.start or args.end or args.skeletons):
-        raise ReplayError("--start, --end and --skeletons replay the archive; --source replays a video")
+    if args.source and (args.start or args.end):
+        raise ReplayError("--start and --end replay the archive; --source replays a video or skeleton files")
+    if getattr(args, "size", None) and not (args.source and args.skeletons):
+        raise ReplayError("--size is the frame of --source skeleton files (with --skeletons)")
     now = clock()
     common = dict(job=uuid.uuid4().hex[:10], speed=parse_speed(args.speed), threshold=args.threshold,
                   consecutive=args.consecutive, created=now)
+    if args.source and args.skeletons:
+        from workers.jobs.skeleton_files import skeleton_spec
+
+        return skeleton_spec(args, common, now)
     if args.source:
         return JobSpec(camera=args.camera or _video_name(args.source), source="video",
                        target="pose", path=str(Path(args.source).resolve()), fps=args.fps, t0=now, **common)
+    start, end = _time(args.start, "--start"), _time(args.end, "--end")
+    if start is not None and end is not None and start >= end:  # the times as typed, not epochs
+        raise ReplayError(f"--start {args.start} is not before --end {args.end}")
     return JobSpec(camera=args.camera, source="archive", target="action" if args.skeletons else "pose",
-                   start_ts=_time(args.start, "--start"), end_ts=_time(args.end, "--end"),
-                   **common)
+                   start_ts=start, end_ts=end, **common)
 
 
-def submit(settings, spec) -> None:
-    """Check the source (ReplayError: nothing queued), register the job, queue its task."""
-    from workers.jobs import registry, sources
-    from workers.jobs.app import QUEUE, REPLAY_TASK, make_app
+def check_source(settings, spec, args=None) -> None:
+    """ReplayError when the job's source has nothing to replay (``args``: the times as typed)."""
+    from workers.jobs import sources
 
     if spec.source == "archive":
-        sources.check_archive(sources.open_reader(settings), spec)
+        sources.check_archive(sources.open_reader(settings), spec, getattr(args, "start", None),
+                              getattr(args, "end", None))
+    elif spec.source == "skeletons":  # a bad file: one line each, the job goes on with the others
+        from workers.jobs.skeleton_files import check_skeletons
+
+        check_skeletons(spec)
     else:
         sources.check_videos(spec)
+
+
+def submit(settings, spec, args=None) -> None:
+    """Check the source (ReplayError: nothing queued), register the job, queue its task."""
+    from workers.jobs import registry
+    from workers.jobs.app import QUEUE, REPLAY_TASK, make_app
+
+    check_source(settings, spec, args)
     r = _redis(settings)
     registry.register(r, spec)
     make_app(settings).send_task(REPLAY_TASK, args=[spec.to_dict()], task_id=spec.job, queue=QUEUE)
@@ -154,9 +196,15 @@ def submit(settings, spec) -> None:
 def cmd_submit(args) -> int:
     settings = _settings(args)
     spec = spec_from_args(args)
-    submit(settings, spec)
+    submit(settings, spec, args)
     print(spec.job, flush=True)
     return follow(settings, spec.job) if args.follow else 0
+
+
+def cmd_run(args) -> int:
+    from workers.jobs.local import run_local
+
+    return run_local(args)
 
 
 def job_status(settings, job: str, app=None) -> dict:
@@ -202,10 +250,36 @@ def cmd_status(args) -> int:
     return 0
 
 
-def follow(settings, job: str, out=None) -> int:
-    """A tqdm progress bar (stderr) until the job ends; then its status line. 0 when DONE."""
+def progress_bar(desc: str, initial: int = 0, disable: bool = False):
+    """A tqdm bar on stderr whose rate (and so its time left) is the job's own, its PROGRESS
+    meta's ``rate`` (:meth:`workers.jobs.replay.Progress.rate`, the worker's clock) once it
+    has one: not one measured between polls of the result backend, nor the items done before
+    the bar started counted as done in its first instant (``initial``)."""
     from tqdm import tqdm
 
+    class JobBar(tqdm):
+        job_rate: Optional[float] = None
+
+        @property
+        def format_dict(self):
+            doc = super().format_dict
+            if self.job_rate:
+                doc["rate"] = self.job_rate
+            return doc
+
+        def show(self, prog: dict, total: Optional[int], postfix: str) -> None:
+            self.total = prog.get("total") or total or self.total
+            self.job_rate = prog.get("rate") or self.job_rate
+            self.update(max(0, (prog.get("done") or 0) - self.n))
+            self.set_postfix_str(postfix, refresh=False)
+            self.refresh()
+
+    return JobBar(desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True, initial=initial,
+                  disable=disable)
+
+
+def follow(settings, job: str, out=None) -> int:
+    """A tqdm progress bar (stderr) until the job ends; then its status line. 0 when DONE."""
     out = out or sys.stdout  # looked up now: a test's captured stdout, not the one at import
 
     from workers.jobs import registry
@@ -213,13 +287,10 @@ def follow(settings, job: str, out=None) -> int:
 
     app = make_app(settings)
     doc = job_status(settings, job, app)
-    with tqdm(desc=f"replay {job}", unit="item", file=sys.stderr, dynamic_ncols=True) as bar:
+    with progress_bar(f"replay {job}", (doc.get("progress") or {}).get("done") or 0) as bar:
         while True:
             prog = doc.get("progress") or {}
-            bar.total = prog.get("total") or doc.get("total") or bar.total
-            bar.n = prog.get("done") or bar.n
-            bar.set_postfix_str(f"{doc['state']} {prog.get('phase', '')}".strip(), refresh=False)
-            bar.refresh()
+            bar.show(prog, doc.get("total"), f"{doc['state']} {prog.get('phase', '')}".strip())
             if registry.is_final(doc["state"]):
                 break
             time.sleep(FOLLOW_POLL_S)
@@ -321,10 +392,19 @@ def cmd_jobs_worker(args) -> int:
     from shared import metrics
     from workers.jobs.app import QUEUE, make_app
 
+    from shared.heartbeat import Beater
+
     settings = _settings(args)
-    metrics.serve(settings.metrics_port, settings.metrics_host)
+    url = metrics.serve(settings.metrics_port, settings.metrics_host)
+    name = f"jobs-{os.getpid()}"
     argv = ["worker", "-Q", QUEUE, "--pool", "threads", "--concurrency", str(args.concurrency),
-            "--hostname", f"jobs-{os.getpid()}@{socket.gethostname()}", "--without-gossip",
+            "--hostname", f"{name}@{socket.gethostname()}", "--without-gossip",
             "--without-mingle", "--loglevel", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
-    make_app(settings).worker_main(argv)
+    # a heartbeat, as every worker's: `actionstream status` lists it
+    beater = Beater(_redis(settings), name, "jobs", {"concurrency": args.concurrency, "metrics_url": url},
+                    settings.lease_ttl_s).start()
+    try:
+        make_app(settings).worker_main(argv)
+    finally:
+        beater.stop()
     return 0

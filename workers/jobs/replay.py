@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from shared import keys
 
-SOURCES = ("archive", "video")
+SOURCES = ("archive", "video", "skeletons")  # skeletons: Kinetics-skeleton JSON files
 TARGETS = (keys.POSE_GROUP, keys.ACTION_GROUP)
 # job states: QUEUED (submitted) -> RUNNING (publishing) -> DRAINING (everything published,
 # the stages finish the camera) -> DONE; or CANCELLED, FAILED (with the reason)
@@ -38,17 +38,19 @@ class JobSpec:
 
     job: str
     camera: str  # the camera replayed (archive), or the name given to a video replay
-    source: str  # "archive" or "video"
+    source: str  # "archive", "video" or "skeletons" (files, :mod:`workers.jobs.skeleton_files`)
     target: str  # the stage it feeds: "pose" (frames) or "action" (skeletons)
-    path: str = ""  # video: a file or a folder
+    path: str = ""  # video, skeletons: a file or a folder
     start_ts: Optional[float] = None  # archive: capture times, start inclusive, end exclusive
     end_ts: Optional[float] = None
     speed: float = 0.0  # 1: original speed, N: N times it, 0: as fast as the pipeline takes it
-    fps: Optional[float] = None  # video: the rate its ts are stamped at (None: the file's own)
+    fps: Optional[float] = None  # video: the rate its ts are stamped at (None: the file's own);
+    # skeletons: the rate of files that give none
     t0: float = 0.0  # video: the ts of its first frame (the submit time), the same on a resume
     threshold: Optional[float] = None  # rule overrides for this replay camera only
     consecutive: Optional[int] = None
     created: float = 0.0
+    size: str = ""  # skeletons: WxH of files that give no frame size ("": 340x256)
 
     def __post_init__(self) -> None:
         try:
@@ -61,10 +63,12 @@ class JobSpec:
             raise ReplayError(f"replay target {self.target!r} is unknown; expected one of {TARGETS}")
         if self.source == "video" and self.target != keys.POSE_GROUP:
             raise ReplayError("a video replays into the pose stage (it has no skeletons)")
+        if self.source == "skeletons" and self.target != keys.ACTION_GROUP:
+            raise ReplayError("skeleton files replay into the action stage (they have no frames)")
         if not (math.isfinite(self.speed) and self.speed >= 0):
             raise ReplayError(f"--speed {self.speed} must be a positive factor, or 'max'")
         if self.start_ts is not None and self.end_ts is not None and self.start_ts >= self.end_ts:
-            raise ReplayError(f"--start {self.start_ts} is not before --end {self.end_ts}")
+            raise ReplayError(f"--start {_when(self.start_ts)} is not before --end {_when(self.end_ts)}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ReplayError(f"--threshold {self.threshold} is not within 0..1")
         if self.consecutive is not None and self.consecutive < 1:
@@ -88,6 +92,8 @@ class JobSpec:
     def describe(self) -> str:
         if self.source == "video":
             return self.path
+        if self.source == "skeletons":
+            return f"skeletons {self.path}"
         if self.start_ts is None and self.end_ts is None:
             return f"archive {self.camera} {self.kind} (all)"
         return f"archive {self.camera} {self.kind} {_when(self.start_ts)}..{_when(self.end_ts)}"
@@ -136,9 +142,18 @@ class Progress:
     def __init__(self, total: Optional[int], done: int, clock: Callable[[], float]) -> None:
         self.total, self.done, self.clock = total, done, clock
         self._start, self._start_done = clock(), done
+        self._last = self._start  # when the last item was done
 
     def advance(self, n: int = 1) -> None:
         self.done += n
+        if n:
+            self._last = self.clock()
+
+    def rate(self) -> Optional[float]:
+        """Items a second done by this run (a resumed job's earlier items not counted), up to
+        its last item; None before it has done one."""
+        did, elapsed = self.done - self._start_done, self._last - self._start
+        return round(did / elapsed, 2) if did > 0 and elapsed > 0 else None
 
     def eta_s(self) -> Optional[float]:
         if not self.total:
@@ -153,7 +168,8 @@ class Progress:
 
     def meta(self, phase: str) -> dict:
         """The task's PROGRESS meta (JSON)."""
-        return {"done": self.done, "total": self.total, "eta_s": self.eta_s(), "phase": phase}
+        return {"done": self.done, "total": self.total, "eta_s": self.eta_s(), "rate": self.rate(),
+                "phase": phase}
 
 
 @dataclass(frozen=True)

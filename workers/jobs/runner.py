@@ -30,7 +30,7 @@ from shared import keys
 from shared.leases import Leases
 from shared.redisio import ensure_group, lagging
 from shared.settings import Settings
-from workers.jobs import registry, sources
+from workers.jobs import registry, skeleton_files, sources
 from workers.jobs.replay import (PUBLISH, Checkpoint, JobSpec, Pacer, Progress, ReplayError, ReplayFailed,
                                  flat_fields)
 
@@ -61,11 +61,13 @@ class JobRunner:
     def __init__(self, r: redis.Redis, settings: Settings, spec: JobSpec,
                  report: Callable[[dict], None] = lambda meta: None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 worker_id: Optional[str] = None, stopping: Callable[[], bool] = lambda: False) -> None:
-        """``report``: gets the progress meta; ``stopping``: true once the worker shuts down."""
+                 worker_id: Optional[str] = None, stopping: Callable[[], bool] = lambda: False,
+                 camera: Optional[str] = None) -> None:
+        """``report``: gets the progress meta; ``stopping``: true once the worker shuts down;
+        ``camera``: publish as this camera, not the replay camera (``up --skeletons``)."""
         self.r, self.settings, self.spec, self.stopping = r, settings, spec, stopping
         self.report, self.clock, self.sleep = report, clock, sleep
-        self.camera = spec.replay_camera
+        self.camera = camera or spec.replay_camera
         self.stream = keys.stage_stream(spec.target, self.camera)
         worker_id = worker_id or f"jobs-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.leases = Leases(r, keys.JOB_STAGE, worker_id, settings.lease_ttl_s)
@@ -102,7 +104,7 @@ class JobRunner:
 
     def _run_held(self) -> dict:
         spec, ckpt = self.spec, self.checkpoint()
-        total = self._total()
+        total = self._total(ckpt)
         self._register(ckpt, total)
         progress = Progress(total, ckpt.published, self.clock)
         if not ckpt.eos:
@@ -143,16 +145,29 @@ class JobRunner:
     def checkpoint(self) -> Checkpoint:
         return Checkpoint.from_hash(self.r.hgetall(keys.job_checkpoint_key(self.camera)))
 
-    def _total(self) -> Optional[int]:
-        if self.spec.source == "archive":
-            return sources.open_reader(self.settings).count(self.spec.camera, self.spec.kind,
-                                                            self.spec.start_ts, self.spec.end_ts)
-        return sources.check_videos(self.spec) or None
+    def _total(self, ckpt: Checkpoint) -> Optional[int]:
+        """Items the job reads. A first start whose archive holds nothing of it fails, naming
+        the directory this worker looked in (it may not be the one the submit command saw)."""
+        spec = self.spec
+        if spec.source == "skeletons":  # its bad files are named once, as items() reads them
+            return skeleton_files.check_skeletons(spec, warn=False)
+        if spec.source != "archive":
+            return sources.check_videos(spec) or None
+        reader = sources.open_reader(self.settings)
+        if ckpt.published or ckpt.eos:  # resumed: retention may have taken some since
+            return reader.count(spec.camera, spec.kind, spec.start_ts, spec.end_ts)
+        try:
+            return sources.check_archive(reader, spec)
+        except ReplayError as exc:
+            raise ReplayFailed(f"{exc}; the jobs worker reads ACTIONSTREAM_ARCHIVE_DIR (else <data "
+                               "dir>/archive): give it the directory the camera was archived to") from None
 
     def items(self, after_seq: Optional[int]) -> Iterator[sources.Item]:
         spec, settings = self.spec, self.settings
         if spec.source == "archive":
             return sources.archive_items(sources.open_reader(settings), spec, after_seq, self.skipped)
+        if spec.source == "skeletons":
+            return skeleton_files.skeleton_items(spec, after_seq, self.skipped, self.camera)
         return sources.video_items(spec, after_seq, settings.frame_width, settings.jpeg_quality)
 
     def _register(self, ckpt: Checkpoint, total: Optional[int]) -> None:
@@ -238,10 +253,11 @@ class JobRunner:
             self.report(progress.meta(phase))
 
     def count_events(self) -> int:
-        """The replay's events in the replay events stream."""
+        """The replay's events in the replay events stream (the events stream for a plain camera)."""
         n, start = 0, "-"
+        stream = keys.REPLAY_EVENTS_STREAM if keys.is_replay(self.camera) else keys.EVENTS_STREAM
         while True:
-            batch = self.r.xrange(keys.REPLAY_EVENTS_STREAM, min=start, count=1000)
+            batch = self.r.xrange(stream, min=start, count=1000)
             for _, fields in batch:
                 n += json.loads(fields[b"event"]).get("camera") == self.camera
             if len(batch) < 1000:

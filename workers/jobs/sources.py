@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 from producer.sources import IMAGE_SUFFIXES, SourceError, crop_and_resize, jpeg_frame, open_source
 from shared import codec
 from shared.schemas import EndOfStream, Frame
-from workers.jobs.replay import JobSpec, ReplayError, ReplayFailed
+from workers.jobs.replay import JobSpec, ReplayError, ReplayFailed, _when
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,25 @@ def open_reader(settings):
     return ArchiveReader(open_storage(settings))
 
 
-def check_archive(reader, spec: JobSpec) -> int:
-    """The number of archived records the replay of ``spec`` will read; ReplayError when the
-    camera has nothing archived or the range is empty."""
-    if spec.camera not in reader.cameras():
-        known = ", ".join(reader.cameras()) or "none"
-        raise ReplayError(f"camera {spec.camera} has nothing archived (archived cameras: {known})")
+def archive_location(reader) -> str:
+    """Where ``reader`` reads: its directory (a local archive), else its storage."""
+    return str(getattr(reader.storage, "root", reader.storage))
+
+
+def check_archive(reader, spec: JobSpec, start: Optional[str] = None, end: Optional[str] = None) -> int:
+    """The number of archived records the replay of ``spec`` will read; ReplayError, naming
+    the directory looked in, when the camera has nothing archived there or the range is
+    empty. ``start``, ``end``: the times as the user typed them (else ISO 8601 UTC)."""
+    cameras = reader.cameras()
+    if spec.camera not in cameras:
+        raise ReplayError(f"camera {spec.camera} has nothing archived in {archive_location(reader)} "
+                          f"(archived cameras there: {', '.join(cameras) or 'none'})")
     total = reader.count(spec.camera, spec.kind, spec.start_ts, spec.end_ts)
     if not total:
-        raise ReplayError(f"camera {spec.camera} has no archived {spec.kind} between "
-                          f"{spec.start_ts or 'the start'} and {spec.end_ts or 'the end'}")
+        start = start or _when(spec.start_ts) or "the start"
+        end = end or _when(spec.end_ts) or "the end"
+        raise ReplayError(f"camera {spec.camera} has no archived {spec.kind} between {start} and {end} "
+                          f"in {archive_location(reader)}")
     return total
 
 

@@ -193,7 +193,7 @@ class PoseWorker(StageWorker):
             else:
                 tracked = self._track(msg.camera, next(results))
                 skel = Skeletons(msg.camera, msg.seq, msg.ts, msg.width, msg.height,
-                                 tuple(tracked), self.model_name)
+                                 tuple(tracked), self.model_name, run=msg.run)
                 out.outputs.append(Output(stream, codec.encode_skeletons(skel),
                                           self.settings.skeleton_maxlen))
                 if self.settings.snapshot_frames:  # the frame with its skeletons, for event snapshots

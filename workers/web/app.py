@@ -3,19 +3,26 @@
 ``GET /`` the page; ``/static/*`` its script and style; ``/api/cameras``,
 ``/api/cameras/{camera}/view.jpg`` (the newest frame, drawn), ``/api/events`` (history and
 stream), ``/api/events/live`` (server-sent events from the events stream, resumable with
-``Last-Event-ID``), ``/api/health``, ``/api/replays``; ``/snapshots/{id}.jpg``.
+``Last-Event-ID``), ``/api/health``, ``/api/replays`` (the replay jobs of the jobs registry);
+``/snapshots/{id}.jpg``.
+
+A view carries what is drawn on it in its ``X-View`` header (JSON: frame seq, people, each
+track's label, score and caption), so the page shows beside a picture the labels of that very
+picture. ``app.state.stopping`` (an :class:`asyncio.Event`) is set when the server begins to
+stop: the live streams then end at once, and the server stops without cancelling them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator, Awaitable, Optional
 
 import redis
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -68,22 +75,41 @@ async def _start_id(client, last_event_id: Optional[str]) -> str:
     return text(newest[0][0]) if newest else "0-0"
 
 
-async def _live_events(request: Request, url: str, data: PageData) -> AsyncIterator[str]:
+async def _unless_stopping(stopping: asyncio.Event, work: Awaitable, stopped=None):
+    """``work``'s result, or ``stopped`` as soon as the server begins to stop (``work`` is then
+    cancelled)."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, stop):
+            t.cancel()
+    return task.result() if task.done() and not task.cancelled() else stopped
+
+
+async def _live_events(request: Request, url: str, data: PageData,
+                       stopping: asyncio.Event) -> AsyncIterator[str]:
+    """Server-sent events until the page goes away or the server stops (then the stream ends,
+    and a page still open reconnects to the next server)."""
     client = connect_async(url)  # a cluster's client for redis+cluster://
     try:
         yield "retry: 2000\n\n"
         last = None
-        while not await request.is_disconnected():
+        while not stopping.is_set() and not await request.is_disconnected():
             try:
                 if last is None:
                     last = await _start_id(client, request.headers.get("last-event-id"))
                     yield "event: ready\ndata: {}\n\n"  # the page loads what came before now
-                resp = await client.xread({keys.EVENTS_STREAM: last}, count=100, block=LIVE_BLOCK_MS)
+                resp = await _unless_stopping(stopping, client.xread({keys.EVENTS_STREAM: last}, count=100,
+                                                                     block=LIVE_BLOCK_MS))
             except CONNECTION_ERRORS as exc:
                 log.warning("web: live events: redis unreachable (%s); retrying", exc)
                 yield ": redis unreachable\n\n"
-                await asyncio.sleep(1.0)
+                await _unless_stopping(stopping, asyncio.sleep(1.0))
                 continue
+            if stopping.is_set():
+                break
             if not resp:
                 yield ": keep-alive\n\n"
                 continue
@@ -98,7 +124,8 @@ async def _live_events(request: Request, url: str, data: PageData) -> AsyncItera
                     row = await run_in_threadpool(data.event_row, event)
                     yield f"id: {last}\nevent: event\ndata: {json.dumps(row, separators=(',', ':'))}\n\n"
     finally:
-        await client.aclose()
+        with contextlib.suppress(*CONNECTION_ERRORS, RuntimeError):  # a connection cut mid-read
+            await client.aclose()
 
 
 def create_app(settings: Settings, r: Optional[redis.Redis] = None) -> FastAPI:
@@ -114,6 +141,7 @@ def create_app(settings: Settings, r: Optional[redis.Redis] = None) -> FastAPI:
 
     app = FastAPI(title="actionstream", lifespan=lifespan, docs_url=None, redoc_url=None)  # both load CDNs
     app.state.data = data
+    app.state.stopping = stopping = asyncio.Event()  # set by workers.web.server as it stops
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(redis.RedisError)
@@ -130,10 +158,12 @@ def create_app(settings: Settings, r: Optional[redis.Redis] = None) -> FastAPI:
 
     @app.get("/api/cameras/{camera}/view.jpg")
     def camera_view(camera: str):
-        jpeg = data.view_jpeg(_camera(camera))
-        if jpeg is None:
+        drawn = data.view(_camera(camera))
+        if drawn is None:
             raise HTTPException(404, f"camera {camera} has no frame to show (none yet, or unreadable)")
-        return Response(jpeg, media_type="image/jpeg", headers=NO_STORE)
+        jpeg, meta = drawn
+        return Response(jpeg, media_type="image/jpeg",
+                        headers={**NO_STORE, "X-View": json.dumps(meta, separators=(",", ":"))})
 
     @app.get("/api/events")
     def events(since: Optional[str] = None, after: Optional[float] = None, camera: Optional[str] = None,
@@ -143,7 +173,7 @@ def create_app(settings: Settings, r: Optional[redis.Redis] = None) -> FastAPI:
 
     @app.get("/api/events/live")
     async def live(request: Request):
-        return StreamingResponse(_live_events(request, url, data), media_type="text/event-stream",
+        return StreamingResponse(_live_events(request, url, data, stopping), media_type="text/event-stream",
                                  headers={**NO_STORE, "X-Accel-Buffering": "no"})
 
     @app.get("/api/health")

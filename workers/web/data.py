@@ -34,6 +34,7 @@ EVENTS_READ = 200  # newest events looked at for a camera's alert banner
 STREAM_PAGE = 500
 STREAM_SCAN = 5000  # events of the Redis stream scanned at most for one query
 STORE_RETRY_S = 5.0
+REPLAYS_SHOWN = 50  # newest replay jobs listed on the page
 
 
 def _entry_ms(entry_id) -> int:
@@ -176,22 +177,36 @@ class PageData:
         found = (_decode_event(f) for _, f in self.r.xrevrange(keys.EVENTS_STREAM, count=EVENTS_READ))
         return [e for e in found if e is not None and e.camera == camera]
 
-    def view_jpeg(self, camera: str) -> Optional[bytes]:
-        """The camera's newest view, drawn (skeletons, ids, labels, alert banner), as JPEG;
-        None when the camera has no frame (or an unreadable one)."""
-        keys.check_camera_id(camera)
+    def current(self, camera: str) -> Optional[tuple[str, Frame, tuple, dict[int, tuple[str, float]]]]:
+        """(entry id, frame, people, track -> (label, score)) of the camera's newest view, or
+        None: what its drawn view and its labels on the page both come from."""
         latest = self.latest(camera)
         if latest is None:
             return None
-        _, frame, people = latest
+        entry_id, frame, people = latest
+        labels = view.current_labels(self._scores(camera), [p.track_id for p in people], frame.seq)
+        return entry_id, frame, people, labels
+
+    def view(self, camera: str) -> Optional[tuple[bytes, dict]]:
+        """The camera's newest view drawn (skeletons, ids, labels, alert banner) as JPEG, with
+        what is drawn on it (:func:`view.view_meta`: seq, people, labels); None when the camera
+        has no frame (or an unreadable one)."""
+        keys.check_camera_id(camera)
+        current = self.current(camera)
+        if current is None:
+            return None
+        _, frame, people, labels = current
         image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             log.warning("camera %s: frame %d cannot be decoded; no view", camera, frame.seq)
             return None
-        labels = view.current_labels(self._scores(camera), [p.track_id for p in people], frame.seq)
         fps = float(self._describe(camera).get("fps") or 0)
         alerts = view.alerts_at(self._camera_events(camera), camera, frame.seq, fps)
-        return view.render_view(image, people, labels, alerts)
+        return view.render_view(image, people, labels, alerts), view.view_meta(frame.seq, people, labels)
+
+    def view_jpeg(self, camera: str) -> Optional[bytes]:
+        drawn = self.view(camera)
+        return drawn[0] if drawn is not None else None
 
     def server_ms(self) -> int:
         secs, micros = self.r.time()
@@ -208,13 +223,11 @@ class PageData:
                    "fps": desc.get("fps"), "frames": desc.get("frames"),
                    "view": f"/api/cameras/{cam}/view.jpg", "seq": None, "age_s": None,
                    "people": 0, "labels": {}}
-            latest = self.latest(cam)
-            if latest is not None:
-                entry_id, frame, people = latest
-                labels = view.current_labels(self._scores(cam), [p.track_id for p in people], frame.seq)
-                row.update(seq=frame.seq, age_s=round(max(0, now_ms - _entry_ms(entry_id)) / 1000, 2),
-                           people=len(people), labels={str(t): {"label": lb, "score": round(s, 4)}
-                                                       for t, (lb, s) in labels.items()})
+            current = self.current(cam)
+            if current is not None:
+                entry_id, frame, people, labels = current
+                row.update(view.view_meta(frame.seq, people, labels),
+                           age_s=round(max(0, now_ms - _entry_ms(entry_id)) / 1000, 2))
             out.append(row)
         return out
 
@@ -225,8 +238,21 @@ class PageData:
         shows them, with heartbeat ages and an overall ``ok``."""
         return view.health_summary(status(self.r), self.clock())
 
-    def replay_jobs(self) -> list[dict]:
-        """Replay jobs, for the page's replay panel (hidden while empty). None exist yet:
-        this is the hook a replay job store plugs into (each a dict with at least ``id``,
-        ``camera``, ``state`` and ``progress``)."""
-        return []
+    def replay_jobs(self, limit: int = REPLAYS_SHOWN) -> list[dict]:
+        """The replay jobs of the jobs registry (``workers.jobs.registry``), newest first, at
+        most ``limit``: id, the replay camera, the camera or video replayed, state (and why,
+        for a failed or cancelled one), items published out of the total and ``progress``
+        (0..1, None while the total is unknown), events (once done), created and updated."""
+        from workers.jobs import registry
+        from workers.jobs.replay import Checkpoint, ReplayError
+
+        try:
+            jobs = registry.jobs(self.r)
+        except (ReplayError, ValueError, TypeError) as exc:  # an entry that is no job spec
+            log.warning("web: replay jobs not readable (%s)", exc)
+            return []
+        rows = []
+        for spec, state in reversed(jobs[-limit:]):
+            ckpt = Checkpoint.from_hash(self.r.hgetall(keys.job_checkpoint_key(spec.replay_camera)))
+            rows.append(view.replay_row(spec, state, ckpt.published))
+        return rows

@@ -15,7 +15,7 @@ import numpy as np
 from shared import codec
 from shared.redisio import text
 from shared.schemas import Event, Frame, Skeletons
-from workers.annotate import draw_frame
+from workers.annotate import draw_frame, track_text
 
 MAX_SKEW = 15  # frames: skeletons of a frame at most this far from the one shown are drawn on it
 ALERT_WINDOW_S = 5.0  # an event is bannered on the view for this long (source time) after its window
@@ -82,6 +82,15 @@ def render_view(image: np.ndarray, people: Sequence, labels: dict[int, tuple[str
     return buf.tobytes()
 
 
+def view_meta(seq: int, people: Sequence, labels: dict[int, tuple[str, float]]) -> dict:
+    """What a drawn view shows, as JSON: its frame ``seq``, ``people`` (a count) and
+    ``labels`` (track -> label and score, as drawn: the page's footer shows these, so it never
+    says another label than the picture)."""
+    return {"seq": seq, "people": len(people),
+            "labels": {str(t): {"label": lb, "score": round(s, 4), "text": track_text(t, lb, s)}
+                       for t, (lb, s) in labels.items()}}
+
+
 def event_row(event: Event, snapshot: Optional[str] = None) -> dict:
     """The JSON form of an event on the page: its fields plus ``snapshot`` (a URL or None)."""
     return {**codec.event_to_dict(event), "snapshot": snapshot}
@@ -104,6 +113,23 @@ def merge_events(stored: Iterable[dict], streamed: Iterable[dict], limit: int) -
             by_id[row["id"]] = row
     rows = sorted(by_id.values(), key=lambda r: (-r["emitted_at"], r["id"]))
     return rows[:max(0, limit)]
+
+
+def replay_row(spec, state: Mapping[str, Any], published: int) -> dict:
+    """A replay job (its ``workers.jobs.replay.JobSpec``, registry state and items published)
+    as the page shows it."""
+    total = state.get("total")
+    name = state.get("state", "UNKNOWN")
+    if name == "DONE":
+        progress: Optional[float] = 1.0
+    elif total:
+        progress = round(min(1.0, published / total), 4)
+    else:
+        progress = None
+    return {"id": spec.job, "camera": spec.replay_camera, "replayed": spec.camera, "source": spec.describe(),
+            "target": spec.target, "state": name, "reason": state.get("reason"), "published": published,
+            "total": total, "progress": progress, "events": state.get("events"), "created": spec.created,
+            "updated": state.get("updated")}
 
 
 def health_summary(status: Mapping[str, Any], now: float) -> dict:

@@ -164,7 +164,8 @@ def test_an_unreachable_broker_leaves_the_event_pending(r, redis_url):
 def test_the_alerts_process_publishes_to_mqtt(r, redis_url, broker, prefix, tmp_path):
     sub = Subscriber(prefix)
     env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url, ACTIONSTREAM_MQTT_TOPIC_PREFIX=prefix,
-               ACTIONSTREAM_MQTT_END_AFTER_S="1", ACTIONSTREAM_LOG_LEVEL="INFO")
+               ACTIONSTREAM_MQTT_END_AFTER_S="1", ACTIONSTREAM_LOG_LEVEL="INFO",
+               ACTIONSTREAM_MQTT_DISCOVERY="false")  # tests/workers/alerting/test_mqtt_discovery.py
     log = tmp_path / "alerts.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "alerts", "--mqtt", broker],

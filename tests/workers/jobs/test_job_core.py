@@ -131,10 +131,13 @@ def test_pacer(speed, ts, after, expected):
 def test_progress_eta_from_the_rate_of_this_run():
     clock = Clock(0.0)
     p = Progress(total=100, done=40, clock=clock)  # resumed at 40
-    assert p.meta("publishing") == {"done": 40, "total": 100, "eta_s": None, "phase": "publishing"}
+    assert p.meta("publishing") == {"done": 40, "total": 100, "eta_s": None, "rate": None,
+                                    "phase": "publishing"}
     clock.t = 2.0
     p.advance(20)  # 10 per second since this run started
-    assert p.eta_s() == 4.0
+    assert p.eta_s() == 4.0 and p.rate() == 10.0  # not 30: the 40 done before it are not this run's
+    clock.t = 5.0
+    assert p.rate() == 10.0  # the rate it published at, not lowered while it waits
     p.advance(40)
     assert p.eta_s() == 0.0
     assert Progress(None, 0, clock).eta_s() is None

@@ -14,20 +14,32 @@ from workers.jobs.app import QUEUE
     ([], "give --camera CAM"),
     (["--source", "/nope/missing.mp4"], "does not exist"),
     (["--source", "EMPTY"], "holds no videos"),
-    (["--source", "CLIP", "--skeletons"], "replay the archive"),
+    (["--source", "CLIP", "--start", "5"], "replay the archive"),
+    # skeleton files: a video is none, a folder with none readable, a bad --size
+    (["--source", "CLIP", "--skeletons"], "fall-16-cam0.mp4: not JSON (binary, not UTF-8 text)"),
+    (["--source", "EMPTY", "--skeletons"], "holds no skeleton files (*.json)"),
+    (["--source", "/nope/clip.json", "--skeletons"], "skeleton file /nope/clip.json does not exist"),
+    (["--source", "KINETICS", "--skeletons", "--size", "big"], "--size 'big'"),
+    (["--camera", "cam-1", "--size", "320x240"], "--size is the frame of --source skeleton files"),
     (["--camera", "cam-1", "--start", "5", "--end", "3"], "is not before"),
     (["--camera", "cam-1", "--start", "soon"], "neither seconds"),
     (["--camera", "nobody"], "nothing archived"),
     (["--camera", "cam-1", "--speed", "0"], "--speed"),
     (["--camera", "cam-1", "--threshold", "2"], "--threshold"),
     (["--camera", "cam~1"], "neither may hold"),
+    # the times as typed (not epoch seconds), the directory looked in
+    (["--camera", "cam-1", "--start", "2026-11-30T08:05", "--end", "2026-11-30T08:00"],
+     "--start 2026-11-30T08:05 is not before --end 2026-11-30T08:00"),
+    (["--camera", "nobody"], "camera nobody has nothing archived in ARCHIVE (archived cameras there: none)"),
 ])
 def test_bad_input_is_one_line_and_nothing_is_queued(r, redis_url, tmp_path, monkeypatch, capsys, args,
                                                       error):
     monkeypatch.setenv("ACTIONSTREAM_DATA_DIR", str(tmp_path / "data"))  # an empty archive
     (tmp_path / "empty").mkdir()
     clip = str(shared_path("data", "urfd", "fall-16-cam0.mp4"))
-    args = [{"EMPTY": str(tmp_path / "empty"), "CLIP": clip}.get(a, a) for a in args]
+    kinetics = str(shared_path("data", "kinetics", "skeleton_json", "--33Lscn6sk.json"))
+    args = [{"EMPTY": str(tmp_path / "empty"), "CLIP": clip, "KINETICS": kinetics}.get(a, a) for a in args]
+    error = error.replace("ARCHIVE", str(tmp_path / "data" / "archive"))
     assert main(["replay", "submit", "--redis", redis_url, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert error in err and len(err.splitlines()) == 1, err

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from shared import codec, keys
-from shared.schemas import Event
+from shared.schemas import Event, Skeletons
 from shared.settings import Settings, load_settings, make_camera
 from tests.conftest import shared_path
 from tests.procs import wait_until
@@ -160,3 +160,29 @@ def web_env(redis_url: str, tmp_path, **extra: str) -> dict[str, str]:
                ACTIONSTREAM_SNAPSHOTS_DIR=str(tmp_path / "snapshots"),
                ACTIONSTREAM_SHARED_DIR=str(shared_path()), **extra)
     return env
+
+
+def posed_frame(r, seq: int, value: int, camera: str = CAMERA, track: int = 1,
+                fps: float = 30.0) -> Skeletons:
+    """A posed frame as the pose worker keeps it for the page (recent-frames stream): a
+    160x120 picture of one grey ``value`` with one tracked person drawn in its middle; the
+    camera registered (``fps``). Its skeletons."""
+    import cv2
+    import numpy as np
+
+    from shared.skeleton import Person
+
+    kp = np.zeros((18, 3), np.float32)
+    kp[:, 0], kp[:, 1], kp[:, 2] = np.linspace(60, 100, 18), np.linspace(30, 90, 18), 0.9
+    person = Person(kp, [55, 25, 105, 95], 0.9, track)
+    skel = Skeletons(camera, seq, 1.0e9 + seq / fps, 160, 120, (person,), "test")
+    ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), value, np.uint8))
+    r.hset(keys.CAMERAS_KEY, camera, json.dumps({"source": "test", "mode": "live", "fps": fps}))
+    r.xadd(keys.recent_frames_stream(camera), {**codec.encode_skeletons(skel), "jpeg": jpeg.tobytes()})
+    return skel
+
+
+def score(r, label: str, value: float, frame_end: int, camera: str = CAMERA, track: int = 1) -> None:
+    """A classified window as the action worker writes it (scores stream)."""
+    r.xadd(keys.scores_stream(camera), {"track_id": track, "frame_start": max(0, frame_end - 31),
+                                        "frame_end": frame_end, "label": label, "score": f"{value:.4f}"})

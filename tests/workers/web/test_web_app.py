@@ -95,7 +95,8 @@ def test_current_labels_and_the_alert_banner_come_from_scores_and_events(r, pose
         assert pl.write_event(r, pl.falling(frame_end=6, track=track))
         _, body = get_json(base + "/api/cameras")
         _, after = get(f"{base}/api/cameras/{CAMERA}/view.jpg")[1:]
-    assert body["cameras"][0]["labels"] == {str(track): {"label": "falling", "score": 0.87}}
+    assert body["cameras"][0]["labels"] == {str(track): {"label": "falling", "score": 0.87,
+                                                         "text": f"#{track} falling 0.87"}}
     red = np.array([0, 0, 200])  # the banner's colour (BGR)
     def red_share(jpeg):  # of the top rows
         return float((np.abs(_decode(jpeg)[2:16].astype(int) - red).sum(axis=2) < 80).mean())
@@ -240,9 +241,53 @@ def test_with_redis_unreachable_the_page_loads_and_the_api_says_so(tmp_path):
     assert status == cams == 503 and body["error"].startswith("redis unreachable")
 
 
-def test_replay_jobs_hook_lists_none(r, redis_url, tmp_path):
+def test_a_view_says_in_its_header_what_is_drawn_on_it_the_labels_the_cameras_list_has(r, redis_url,
+                                                                                       tmp_path):
+    """The picture and the page's footer take a track's label from one place: the view's
+    X-View header holds the labels drawn on that very JPEG (rendering them again gives the
+    same bytes), and /api/cameras has the same labels and captions for the same frame."""
+    from workers.web import view
+
+    skel = pl.posed_frame(r, seq=10, value=40)
+    pl.score(r, "falling", 0.98, frame_end=8)
+    pl.score(r, "not-falling", 0.9712, frame_end=10)  # the newest window up to the frame
+    pl.score(r, "falling", 0.99, frame_end=12)  # a window after the frame shown: not its label
     with serving(pl.settings(redis_url, data_dir=tmp_path)) as base:
+        status, headers, jpeg = get(f"{base}/api/cameras/{CAMERA}/view.jpg")
+        _, body = get_json(base + "/api/cameras")
+    assert status == 200
+    drawn = json.loads({k.lower(): v for k, v in headers.items()}["x-view"])
+    assert drawn == {"seq": 10, "people": 1,
+                     "labels": {"1": {"label": "not-falling", "score": 0.9712,
+                                      "text": "#1 not-falling 0.97"}}}
+    (cam,) = body["cameras"]
+    assert (cam["seq"], cam["people"], cam["labels"]) == (drawn["seq"], drawn["people"], drawn["labels"])
+    (_, fields), = r.xrevrange(keys.recent_frames_stream(CAMERA), count=1)
+    raw = _decode(fields[b"jpeg"])
+    labels = {int(t): (v["label"], v["score"]) for t, v in drawn["labels"].items()}
+    assert view.render_view(raw, skel.people, labels, []) == jpeg  # exactly what was drawn
+
+
+def test_replay_jobs_are_listed_from_the_jobs_registry_newest_first(r, redis_url, tmp_path):
+    from workers.jobs import registry
+    from workers.jobs.replay import JobSpec
+
+    settings = pl.settings(redis_url, data_dir=tmp_path)
+    with serving(settings) as base:
         assert get_json(base + "/api/replays") == (200, {"jobs": []})
+        older = JobSpec(job="j1", camera="cam-a", source="video", target="pose", path="a.mp4", created=100.0)
+        newer = JobSpec(job="j2", camera="cam-b", source="video", target="pose", path="b.mp4", created=200.0)
+        for spec in (older, newer):
+            registry.register(r, spec)
+        registry.set_state(r, "j1", "DONE", events=3)
+        registry.set_state(r, "j2", "RUNNING", total=200)
+        r.hset(keys.job_checkpoint_key(newer.replay_camera), mapping={"seq": 79, "published": 80})
+        status, body = get_json(base + "/api/replays")
+    assert status == 200
+    got = [(j["id"], j["camera"], j["replayed"], j["source"], j["state"], j["published"], j["total"],
+            j["progress"], j["events"]) for j in body["jobs"]]
+    assert got == [("j2", "cam-b~j2", "cam-b", "b.mp4", "RUNNING", 80, 200, 0.4, None),
+                   ("j1", "cam-a~j1", "cam-a", "a.mp4", "DONE", 0, None, 1.0, 3)]
 
 
 def test_the_page_and_its_assets_are_served_by_the_app_and_name_nothing_elsewhere(r, redis_url, tmp_path):

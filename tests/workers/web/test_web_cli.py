@@ -68,6 +68,49 @@ def test_sigterm_stops_the_server_with_a_live_connection_open_and_exits_0(redis_
     assert "web: stopped" in "".join(lines)
 
 
+def test_sigterm_ends_the_open_live_streams_cleanly_and_logs_no_traceback(r, redis_url, tmp_path):
+    """An open page holds a live stream (or two, with two tabs): stopping the server ends
+    them as streams end (the client reads to the end), within the graceful timeout, and
+    nothing is cancelled or logged as an error."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from workers.web.server import GRACEFUL_S
+
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "web", "--port", "0"], cwd=ROOT,
+                            env=_env(redis_url, tmp_path), stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        url = wait_until(lambda: next((m.group(1) for m in map(re.compile(r"page is at (\S+)").search,
+                                                                list(lines)) if m), None), 60)
+        assert url, "".join(lines)
+        parts = urlsplit(url)
+        streams = []
+        for _ in range(2):
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+            conn.request("GET", "/api/events/live")
+            resp = conn.getresponse()
+            assert resp.readline().startswith(b"retry:")
+            streams.append((conn, resp))
+        for conn, resp in streams:  # both streams read the events stream now
+            assert wait_until(lambda: b"event: ready" in resp.readline(), 10)
+        proc.send_signal(signal.SIGTERM)
+        for conn, resp in streams:
+            resp.read()  # to the stream's end: an IncompleteRead were it cut off
+            conn.close()
+        code = proc.wait(GRACEFUL_S + 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    log = "".join(lines)
+    assert code == 0 and "web: stopped" in log, log
+    for word in ("Traceback", "ERROR", "Cancel", "timeout graceful shutdown"):
+        assert word not in log, log
+
+
 def test_up_starts_the_page_on_a_free_port_when_its_own_is_taken(redis_url, tmp_path, capsys):
     from workers.supervisor import child_env
     from workers.up import _start_web

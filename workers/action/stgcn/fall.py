@@ -204,8 +204,9 @@ def training_set(clips: Sequence[Clip], cfg: "FallConfig") -> tuple[np.ndarray, 
         rows = [r for r in rows if r[1] != IGNORE]
         falls = [r for r in rows if r[1] == FALLING]
         rest = [r for r in rows if r[1] != FALLING]
-        if len(rest) > cfg.max_per_clip:
-            rest = [rest[i] for i in sorted(rng.choice(len(rest), cfg.max_per_clip, replace=False))]
+        cap = cfg.skeleton_max_per_clip if clip.dataset in metrics.SKELETON else cfg.max_per_clip
+        if len(rest) > cap:
+            rest = [rest[i] for i in sorted(rng.choice(len(rest), cap, replace=False))]
         picked.extend(falls + rest)
     if not picked:
         raise ValueError("no training windows (are the clips shorter than min_frames?)")
@@ -251,6 +252,7 @@ class FallConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     max_per_clip: int = 32  # not-falling windows per clip (the daily-activity clips are long)
+    skeleton_max_per_clip: int = 8  # the same for skeleton-only clips (thousands of them)
     mine_epochs: int = 5  # epochs more with the hard negatives added (0: none; see README)
     mine_threshold: float = 0.3  # a not-falling window scoring this for falling is a hard one
     mine_repeat: int = 2  # copies of each hard negative
@@ -263,6 +265,16 @@ class FallConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    confirmation: Optional[object] = None  # workers.action.confirm.Confirmation; None: no gate
+
+    def confirm(self):
+        """The worker's gate for the rules (None: every decision raises)."""
+        if self.confirmation is None:
+            return None
+        from workers.action.confirm import confirm
+
+        fps, conf = self.fps or 30.0, self.confirmation
+        return lambda ref, label: label != "falling" or confirm(ref, fps, conf)[0]
 
 
 def train_fall(clips: Sequence[Clip], cfg: FallConfig, work_dir: Optional[str] = None):
@@ -339,11 +351,12 @@ def score_clips(model, clips: Sequence[Clip], cfg: FallConfig) -> dict[str, list
 def outcomes(clips: Sequence[Clip], scored: dict[str, list], cfg: FallConfig,
              threshold: float, consecutive: int) -> dict[str, dict]:
     """:func:`metrics.outcomes` of every clip under one rule setting."""
-    return metrics.outcomes(clips, scored, cfg.classes, threshold, consecutive, cfg.cooldown_s)
+    return metrics.outcomes(clips, scored, cfg.classes, threshold, consecutive, cfg.cooldown_s,
+                            cfg.confirm())
 
 
 def sweep(clips: Sequence[Clip], scored: dict[str, list], cfg: FallConfig) -> list[dict]:
-    return metrics.sweep(clips, scored, cfg.classes, cfg.cooldown_s)
+    return metrics.sweep(clips, scored, cfg.classes, cfg.cooldown_s, confirm=cfg.confirm())
 
 
 def cross_validate(clips: Sequence[Clip], cfg: FallConfig, k: int = 5) -> tuple[dict, list]:

@@ -19,10 +19,12 @@ from workers.action.stgcn.cli import EXIT_OK, EXIT_USAGE, UsageError
 
 log = logging.getLogger(__name__)
 
-FALL_NOTICE = ("Trained on UR Fall Detection, UP-Fall Detection, NTU RGB+D and Kinetics "
-               "material: research use only (see their terms); not a certified fall detector.")
+FALL_NOTICE = ("Trained on UR Fall Detection, UP-Fall Detection, NTU RGB+D and Kinetics video and on "
+               "SmartFallMM (no licence stated: research use, its authors ask to be contacted), "
+               "NW-UCLA (CC BY-NC 4.0) and Penn Action skeletons: research use only (see their "
+               "terms); not a certified fall detector.")
 SWEEP_KEYS = ("threshold", "consecutive", "recall", "latency_median_s", "false_alerts",
-              "false_per_hour", "false_before_fall")
+              "false_per_hour", "false_fallen", "false_fallen_per_hour", "false_before_fall")
 
 
 def default_rule() -> dict:
@@ -45,6 +47,22 @@ def fall_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--detections", help="folder of <camera>.npz (python -m workers.pose.detections)")
     src.add_argument("--skeletons", help="folder of <camera>.json exports (up --skeletons-out)")
+    p.add_argument("--skeleton-sets", metavar="DIR",
+                   help="add the skeleton-only sets of DIR (../shared/data/skeletons: SmartFallMM, "
+                        "NW-UCLA, Penn Action) through virtual cameras and the pose worker's "
+                        "imperfections measured on --detections")
+    p.add_argument("--sets", nargs="+", default=["smartfallmm", "nwucla", "pennaction"],
+                   help="which skeleton-only sets")
+    p.add_argument("--skeleton-cache", metavar="FILE",
+                   help="keep the converted skeleton-only clips in FILE (a pickle; made when absent)")
+    p.add_argument("--imperfections", metavar="FILE",
+                   help="the pose worker's imperfections (JSON); default: measured on --detections "
+                        "with --labels (and written to FILE when given)")
+    p.add_argument("--skeleton-max-per-clip", type=int, default=d.skeleton_max_per_clip,
+                   help="not-falling training windows per skeleton-only clip")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="no confirmation of falling by the posture at the window's end")
+    p.add_argument("--processes", type=int, default=2, help="processes converting skeleton clips")
     p.add_argument("--labels", help="URFD labels.csv (clip, frame, -1/0/1, ...)")
     p.add_argument("--upfall-labels", help="UP-Fall labels.csv (clip, activity, ...)")
     p.add_argument("--cv", type=int, default=5, help="folds (0: no cross-validation)")
@@ -82,6 +100,7 @@ def fall_parser() -> argparse.ArgumentParser:
 
 
 def fall_config(args):
+    from workers.action.confirm import Confirmation
     from workers.action.stgcn import fall
     from workers.action.stgcn.plans import PLANS
 
@@ -94,6 +113,8 @@ def fall_config(args):
                            num_person=args.num_person,
                            epochs=args.epochs, mine_epochs=args.mine_epochs, lr=args.lr,
                            max_per_clip=args.max_per_clip,
+                           skeleton_max_per_clip=args.skeleton_max_per_clip,
+                           confirmation=None if args.no_confirm else Confirmation(),
                            normalisation=args.normalisation, augment=not args.no_augment,
                            fps=args.fps, cooldown_s=args.cooldown, seed=args.seed,
                            device=args.device, progress=not args.no_progress)
@@ -112,7 +133,39 @@ def load(args) -> list:
         clips = fall.load_clips(args.skeletons, args.labels, args.upfall_labels)
     if not clips:
         raise UsageError(f"no clips in {args.detections or args.skeletons}")
+    if args.skeleton_sets:
+        clips += skeleton_clips(args)
     return clips
+
+
+def imperfections(args):
+    """The pose worker's imperfections: ``--imperfections FILE`` if it exists, else measured
+    on the cached URFD detections (and saved to FILE when given)."""
+    from pathlib import Path
+
+    from workers.action.stgcn import imperfections as imp
+    from workers.action.stgcn.sources import worker_thresholds
+
+    if args.imperfections and Path(args.imperfections).is_file():
+        return imp.Imperfections.load(args.imperfections)
+    if not (args.detections and args.labels):
+        raise UsageError("--skeleton-sets needs --imperfections FILE, or --detections and --labels "
+                         "to measure them on")
+    measured = imp.measure(args.detections, imp.load_urfd_labels(args.labels), *worker_thresholds())
+    if args.imperfections:
+        measured.save(args.imperfections)
+    return measured
+
+
+def skeleton_clips(args) -> list:
+    from workers.action.stgcn.imperfections import describe
+    from workers.action.stgcn.skeletonclips import cached_skeleton_clips
+
+    imp = imperfections(args)
+    print(describe(imp, "the pose worker (URFD)"))
+    return cached_skeleton_clips(args.skeleton_sets, imp, args.skeleton_cache, sets=args.sets,
+                                 seed=args.seed, processes=args.processes,
+                                 progress=not args.no_progress)
 
 
 def run_fall(args) -> int:
@@ -133,9 +186,12 @@ def run_fall(args) -> int:
                     "fall_ranges": {c.name: c.fall for c in clips + held if c.kind == "fall"}}
     if args.cv:
         scored, rows = fall.cross_validate(clips, cfg, args.cv)
+        outs = fall.outcomes(clips, scored, cfg, **rule)
+        plain = metrics.outcomes(clips, scored, cfg.classes, cooldown_s=cfg.cooldown_s, **rule)
         report.update(sweep=rows, fewest_false_alerts=metrics.recommend(rows),
-                      at_default_rule=metrics.find_rule(rows, rule),
-                      clips=fall.outcomes(clips, scored, cfg, **rule))
+                      at_default_rule={**rule, **metrics.summarise(outs)},
+                      without_confirmation={**rule, **metrics.summarise(plain)}, clips=outs)
+        print("without the confirmation: " + _brief(report["without_confirmation"]))
         _print(rows, report["fewest_false_alerts"], report["at_default_rule"])
     cross = {}
     for test in args.cross_dataset:
@@ -168,7 +224,7 @@ def _print(rows: list[dict], best: dict, default: Optional[dict]) -> None:
             "  <- the default rule" if r is default else "")
         print(_brief(r) + mark)
     if default:
-        print(metrics.table({"all": default, **default["by_dataset"]}))
+        print(metrics.table({"all": default, **default.get("by_source", {}), **default["by_dataset"]}))
 
 
 def _compact(rows: list[dict]) -> list[dict]:
@@ -184,12 +240,14 @@ def _final_model(clips, held, cfg, args, report: dict, rule: dict) -> None:
     held_out = outcomes(held, score_clips(model, held, cfg), cfg, **rule)
     report["held_out"] = held_out
     metrics = {"cv": (f"{args.cv}-fold, groups kept together (URFD by clip, NTU by subject, "
-                      f"UP-Fall by trial with both cameras); action worker simulated: stride "
+                      f"UP-Fall by trial with both cameras, SmartFallMM and NW-UCLA by subject, Penn "
+                      f"Action by clip); action worker simulated: stride "
                       f"{cfg.stride}, min_frames {cfg.min_frames}, cooldown {cfg.cooldown_s} s; "
                       "latency = first event's frame_end - the fall's last frame; false alerts "
                       "per hour of the negative clips played back to back")
                if args.cv else "none",
                "at_default_rule": report.get("at_default_rule") or {},
+               "without_confirmation": report.get("without_confirmation") or {},
                "fewest_false_alerts": report.get("fewest_false_alerts") or {},
                "sweep": _compact(report.get("sweep") or []),
                "cross_dataset": report.get("cross_dataset") or {},
@@ -198,7 +256,7 @@ def _final_model(clips, held, cfg, args, report: dict, rule: dict) -> None:
                "train_loss": round(result.history[-1]["loss"], 4)}
     count = {d: (sum(c.dataset == d and c.kind == "fall" for c in clips),
                  sum(c.dataset == d and c.kind != "fall" for c in clips))
-             for d in ("urfd", "ntu", "upfall", "other")}
+             for d in ("urfd", "ntu", "upfall", "other", "smartfall", "nwucla", "penn")}
     card = ModelCard(
         name=args.out.rsplit("/", 1)[-1].removesuffix(".onnx"), labels=tuple(cfg.classes),
         layout="openpose", window=cfg.window, fps=float(args.fps), num_person=cfg.num_person,
@@ -210,6 +268,12 @@ def _final_model(clips, held, cfg, args, report: dict, rule: dict) -> None:
                        f"from the skeletons) and {count['upfall'][1]} of its daily activities, "
                        f"{count['ntu'][0]} NTU RGB+D A043 falls and {count['ntu'][1]} other NTU "
                        f"clips, {count['other'][1]} other negatives (Kinetics demos, walking); "
+                       + (f"skeleton-only sets through virtual cameras (wall, corner, ceiling) with "
+                          f"the pose worker's measured imperfections and tracker: SmartFallMM "
+                          f"({count['smartfall'][0]} falls, {count['smartfall'][1]} daily-activity "
+                          f"clips), NW-UCLA ({count['nwucla'][1]} clips), Penn Action "
+                          f"({count['penn'][1]} clips); " if count["smartfall"] != (0, 0) else "")
+                       + 
                        f"windows as the action worker builds them (T <= {cfg.window}, stride "
                        f"{cfg.train_stride}, M = {cfg.num_person}), normalisation {cfg.normalisation!r}"
                        + (", augmented (mirror, scale, rotation, camera height, translation, "

@@ -7,6 +7,8 @@ const VIEW_INTERVAL_MS = 250;     // a camera's next view is asked for this long
 const VIEW_RETRY_MS = 1000;       // ... or after a failed one
 const POLL_MS = 2000;             // cameras and health
 const REPLAYS_MS = 5000;
+const FETCH_TIMEOUT_MS = 5000;    // an answer this late counts as none
+const FRESH_S = 5;                // a camera whose newest frame is younger is "live"
 const SNAPSHOT_TRIES = 20;        // a snapshot the history has not written yet is looked for again
 const SNAPSHOT_RETRY_MS = 1500;
 const MAX_EVENTS = 200;
@@ -26,7 +28,7 @@ function el(tag, attrs = {}, ...children) {
 }
 
 async function getJSON(url) {
-  const resp = await fetch(url, { cache: "no-store" });
+  const resp = await fetch(url, { cache: "no-store", signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
   if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
   return resp.json();
 }
@@ -45,7 +47,10 @@ function clockTime(epochSeconds) {
 
 // ------------------------------------------------------------------ cameras
 
-const tiles = new Map();  // camera id -> {root, img, waiting, foot, url, objectUrl, timer, stopped}
+// camera id -> {root, img, waiting, state, foot, url, objectUrl, timer, stopped, cam, drawn}:
+// `cam` the camera's row of /api/cameras, `drawn` what the view on screen has drawn on it
+// (its X-View header: seq, people, labels), which the footer shows, so that the two agree
+const tiles = new Map();
 
 function makeTile(cam) {
   const img = el("img", { alt: `camera ${cam.id}`, "data-camera": cam.id });
@@ -55,7 +60,8 @@ function makeTile(cam) {
   const root = el("article", { class: "camera", "data-camera": cam.id },
     el("div", { class: "head" }, el("b", { text: cam.id }), state),
     el("div", { class: "frame" }, img, waiting), foot);
-  const tile = { root, img, waiting, state, foot, url: cam.view, objectUrl: null, timer: null, stopped: false };
+  const tile = { root, img, waiting, state, foot, url: cam.view, objectUrl: null, timer: null, stopped: false,
+                 cam, drawn: null };
   loadView(tile);
   return tile;
 }
@@ -64,8 +70,10 @@ async function loadView(tile) {
   if (tile.stopped) return;
   let delay = VIEW_INTERVAL_MS;
   try {
-    const resp = await fetch(`${tile.url}?t=${Date.now()}`, { cache: "no-store" });
+    const resp = await fetch(`${tile.url}?t=${Date.now()}`,
+                             { cache: "no-store", signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    const drawn = JSON.parse(resp.headers.get("X-View") || "null");
     const blob = await resp.blob();
     const next = URL.createObjectURL(blob);
     await new Promise((resolve, reject) => {
@@ -76,6 +84,8 @@ async function loadView(tile) {
     if (tile.objectUrl) URL.revokeObjectURL(tile.objectUrl);
     tile.objectUrl = next;
     tile.waiting.hidden = true;
+    tile.drawn = drawn;  // the footer now says what this picture shows
+    renderFoot(tile);
   } catch (err) {
     delay = VIEW_RETRY_MS;
     if (!tile.objectUrl) tile.waiting.hidden = false;
@@ -85,18 +95,37 @@ async function loadView(tile) {
 }
 
 function updateTile(tile, cam) {
-  const labels = Object.entries(cam.labels || {});
-  const alerting = labels.some(([, v]) => ALERT_LABELS.has(v.label));
-  tile.root.classList.toggle("alerting", alerting);
-  const fresh = cam.age_s !== null && cam.age_s < 5;
+  tile.cam = cam;
+  const fresh = cam.age_s !== null && cam.age_s < FRESH_S;
   tile.state.className = `badge ${cam.seq === null ? "muted" : fresh ? "ok" : "warn"}`;
   tile.state.textContent = cam.seq === null ? "no frame" : fresh ? "live" : `last frame ${ago(cam.age_s)}`;
+  renderFoot(tile);
+}
+
+// No answer about the cameras (server or Redis unreachable): no badge may go on saying
+// "live" about a camera nobody can tell about now.
+function camerasUnknown() {
+  for (const tile of tiles.values()) {
+    tile.state.className = "badge muted";
+    tile.state.textContent = "state unknown";
+    tile.state.title = "the server or Redis does not answer: the last frame shown may be old";
+  }
+}
+
+// The footer: frame, people and each track's label as drawn on the view shown (its X-View),
+// or, before any view arrived, as /api/cameras has them; the camera's mode.
+function renderFoot(tile) {
+  const cam = tile.cam || {};
+  const shown = tile.drawn || cam;
+  const labels = Object.entries(shown.labels || {});
+  tile.root.classList.toggle("alerting", labels.some(([, v]) => ALERT_LABELS.has(v.label)));
   const parts = [];
-  if (cam.seq !== null) parts.push(el("span", { text: `frame ${cam.seq}` }));
-  parts.push(el("span", { text: `${cam.people} ${cam.people === 1 ? "person" : "people"}` }));
+  if (shown.seq !== null && shown.seq !== undefined) parts.push(el("span", { text: `frame ${shown.seq}` }));
+  const people = shown.people || 0;
+  parts.push(el("span", { text: `${people} ${people === 1 ? "person" : "people"}` }));
   for (const [track, v] of labels) {
-    parts.push(el("span", { class: `label${ALERT_LABELS.has(v.label) ? " alert" : ""}`,
-                            text: `#${track} ${v.label} ${v.score.toFixed(2)}` }));
+    parts.push(el("span", { class: `label${ALERT_LABELS.has(v.label) ? " alert" : ""}`, "data-track": track,
+                            text: v.text || `#${track} ${v.label} ${v.score.toFixed(2)}` }));
   }
   if (cam.mode) parts.push(el("span", { text: cam.mode }));
   tile.foot.replaceChildren(...parts);
@@ -114,6 +143,7 @@ async function refreshCameras() {
         tiles.set(cam.id, tile);
         $("grid").append(tile.root);
       }
+      tile.state.title = "";
       updateTile(tile, cam);
     }
     for (const [id, tile] of tiles) {
@@ -127,6 +157,7 @@ async function refreshCameras() {
     $("no-cameras").hidden = cameras.length > 0;
   } catch (err) {
     console.warn(err);
+    camerasUnknown();
   }
 }
 
@@ -238,9 +269,12 @@ async function refreshReplays() {
   try {
     const { jobs } = await getJSON("/api/replays");
     $("replays-panel").hidden = jobs.length === 0;
-    $("replays").replaceChildren(...jobs.map((j) => el("tr", {},
-      cell(j.id), cell(j.camera || "–"), cell(j.state || "–"),
-      cell(j.progress === undefined ? "–" : `${Math.round(100 * j.progress)} %`))));
+    $("replays").replaceChildren(...jobs.map((j) => el("tr", { "data-job": j.id },
+      cell(j.id), cell(j.replayed || j.camera || "–"), cell(j.source || "–"),
+      cell(j.reason ? `${j.state}: ${j.reason}` : j.state || "–"),
+      cell(j.progress === null || j.progress === undefined ? `${j.published ?? 0} items`
+        : `${Math.round(100 * j.progress)} % (${j.published}/${j.total ?? j.published})`),
+      cell(j.events === null || j.events === undefined ? "–" : String(j.events)))));
   } catch (err) {
     console.warn(err);
   }
