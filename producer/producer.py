@@ -31,7 +31,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from shared import codec, heartbeat, keys, metrics
-from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, lagging, redact
+from shared.durability import Durability
+from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, groups_lag, redact
 from shared.schemas import EndOfStream, Frame, run_id
 from shared.settings import Camera, Settings, SettingsError
 from producer.sources import Source, SourceError, crop_and_resize, identity, jpeg_frame, open_source
@@ -71,7 +72,9 @@ class Producer:
         self.sleep = sleep
         self.stream = keys.frames_stream(camera.id)
         self.stats = {"frames": 0, "dropped": 0, "reconnects": 0, "source_reopens": 0,
-                      "state": "starting", "fps": 0.0}
+                      "unconfirmed": 0, "state": "starting", "fps": 0.0}
+        self.durability = Durability.for_frames(settings)
+        self._warned: dict[str, float] = {}  # what was warned about -> when (once a minute each)
         self._stop = False
         self._last_beat = 0.0
         self._last_frames = 0
@@ -96,7 +99,7 @@ class Producer:
         source.close()
         if source.finite or max_frames is not None:
             eos = codec.encode_frame(EndOfStream(self.camera.id, seq))
-            self._until_written(lambda: self._xadd(eos, seq))
+            self._until_written(lambda: self._write(eos, seq))
         self.stats["state"] = "finished"
         self._beat(force=True)
         log.info("camera %s: published %d frames (seq %d to %d, epoch %d, run %s), dropped %d",
@@ -120,6 +123,8 @@ class Producer:
                      self.first_seq)
         desc = {"source": source.spec, "kind": source.kind, "fps": source.fps, "mode": self.mode,
                 "frames": source.frame_count, "epoch": self.epoch, "run": self.run_id}
+        if getattr(self.camera, "rules", None) is not None:  # the camera file's own alert rule
+            desc["rules"] = self.camera.rules.model_dump(exclude_none=True)
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(keys.CAMERAS_KEY, self.camera.id, json.dumps(desc))
         for stage in (keys.POSE_GROUP, keys.ACTION_GROUP):
@@ -173,11 +178,11 @@ class Producer:
         metrics.FRAMES_IN.labels("producer", cam).inc()
         if self.mode == "replay":
             self._until_written(self._wait_for_room)
-            self._until_written(lambda: self._xadd(fields, frame.seq + 1))
+            self._until_written(lambda: self._write(fields, frame.seq + 1))
             metrics.FRAMES_OUT.labels("producer", cam).inc()
         else:
             try:
-                self._xadd(fields, frame.seq + 1, maxlen=self.settings.live_maxlen)
+                self._write(fields, frame.seq + 1, maxlen=self.settings.live_maxlen)
                 metrics.FRAMES_OUT.labels("producer", cam).inc()
             except CONNECTION_ERRORS as exc:
                 self.stats["dropped"] += 1
@@ -197,13 +202,59 @@ class Producer:
             args += [k, v]
         return bool(self._publish_script(keys=[self.stream, self.key], args=args))
 
+    def _write(self, fields: dict, next_seq: int, maxlen: Optional[int] = None) -> None:
+        """:meth:`_xadd`, then (``durable_frames``) its confirmation (:mod:`shared.durability`:
+        the producer hash's seq has reached ``next_seq`` on the stream's node, then WAIT and/or
+        WAITAOF). Unconfirmed: written again (the script adds it only where it was lost) and
+        confirmed again until it is, never skipped; each try counted in
+        ``actionstream_durable_waits_total{stream="frames"}``."""
+        while True:
+            self._xadd(fields, next_seq, maxlen)
+            why = self.durability.confirm(self.r, self.stream, what="frames",
+                                          must_reach=(self.key, "seq", next_seq))
+            if why is None:
+                return
+            self.stats["unconfirmed"] += 1
+            self.stats["state"] = "waiting (durability)"
+            self._warn("durable", "camera %s: frame %s not confirmed durable (%s); written and confirmed "
+                       "again", self.camera.id, fields["seq"], why)
+            if self._stop:
+                log.warning("camera %s: stopping with frame %s unconfirmed", self.camera.id, fields["seq"])
+                return
+            self.sleep(self.durability.timeout_ms / 1000)  # an error (AOF off) answers at once
+
+    def _warn(self, what: str, msg: str, *args) -> None:
+        """A warning about ``what``, at most once a minute."""
+        now = time.monotonic()
+        if now - self._warned.get(what, -60.0) >= 60.0:
+            self._warned[what] = now
+            log.warning(msg, *args)
+
     def _lagging(self) -> bool:
-        return lagging(self.r, self.stream, keys.POSE_GROUP, self.settings.replay_max_lag)
+        """Backpressure: a consumer group of the stream (the pose stage's, the archiver's) has
+        ``replay_max_lag`` or more entries unread or unacked. The pose stage trims only what the
+        archive group has stored, so without this a stopped archiver would let the stream grow
+        without bound; a group other than the pose stage's that holds the producer back is a
+        warning (once a minute) and ``actionstream_stream_group_behind_entries``."""
+        limit = self.settings.replay_max_lag
+        behind = {g: n for g, n in groups_lag(self.r, self.stream).items() if n >= limit}
+        for group, n in behind.items():
+            if group != keys.POSE_GROUP:
+                metrics.STREAM_BEHIND.labels(self.stream, group).set(n)
+                self._warn(f"behind:{group}", "camera %s: frames held back: consumer group %r of %s has %d "
+                           "entries unread or unacked (limit %d); start its consumer (the archiver), or "
+                           "remove the group (XGROUP DESTROY)", self.camera.id, group, self.stream, n, limit)
+        return bool(behind)
 
     def _wait_for_room(self) -> None:
+        waited = False
         while not self._stop and self._lagging():
+            waited = True
             self.stats["state"] = "waiting (backpressure)"
             self.sleep(0.02)
+        if waited and self._warned:  # caught up: no group is behind now
+            for what in [w for w in self._warned if w.startswith("behind:")]:
+                metrics.STREAM_BEHIND.labels(self.stream, what.split(":", 1)[1]).set(0)
         self.stats["state"] = "running"
 
     def _until_written(self, action: Callable, *args) -> None:

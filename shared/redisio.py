@@ -232,6 +232,22 @@ def group_lag(r: redis.Redis, stream: str, group: str) -> Optional[int]:
     return None
 
 
+def groups_lag(r: redis.Redis, stream: str) -> dict[str, int]:
+    """Each consumer group of ``stream`` -> its entries not yet delivered plus those pending
+    (:func:`group_lag` of every group, one XINFO); empty when the stream has none."""
+    try:
+        groups = r.xinfo_groups(stream)
+    except redis.ResponseError:
+        return {}
+    out = {}
+    for g in groups:
+        lag = g.get("lag")
+        if lag is None:  # the server cannot tell (e.g. after deletions): count entries
+            lag = r.xlen(stream)
+        out[text(g.get("name"))] = int(lag) + int(g.get("pending", 0))
+    return out
+
+
 def registered_cameras(r: redis.Redis) -> list[str]:
     return sorted(k.decode() for k in r.hkeys(keys.CAMERAS_KEY))
 

@@ -5,14 +5,17 @@ Both are validated with pydantic; an error names the field (and the file) at fau
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
@@ -54,6 +57,40 @@ def check_redis_url(url: Optional[str]) -> Optional[str]:
     return url
 
 
+def read_secret(path: Path, what: str) -> str:
+    """The secret in the file ``path`` (a Docker or Kubernetes secret: surrounding whitespace
+    dropped); ValueError naming ``what`` when it cannot be read or is empty."""
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: {exc.strerror or exc}") from None
+    if not secret:
+        raise ValueError(f"{what} {path} is empty")
+    return secret
+
+
+def with_credentials(url: Optional[str], username: Optional[str], password: Optional[str],
+                     ca_file: Optional[Path] = None) -> Optional[str]:
+    """``url`` with the ACL user and password put in (unless it names a user or password
+    itself) and, for ``rediss://``, the CA file that signs the server's certificate (pure)."""
+    if url is None:
+        return None
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    query = {}
+    if scheme == "unix":
+        query.update({k: v for k, v in (("username", username), ("password", password)) if v})
+    elif (username or password) and "@" not in rest.split("/", 1)[0].split("?", 1)[0]:
+        creds = quote(username or "", safe="") + (f":{quote(password, safe='')}" if password else "")
+        rest = f"{creds}@{rest}"
+    if ca_file is not None and scheme.startswith("rediss") and "ssl_ca_certs=" not in rest:
+        query["ssl_ca_certs"] = str(ca_file)
+    if query:
+        rest += ("&" if "?" in rest else "?") + urlencode(query)
+    return f"{scheme}://{rest}"
+
+
 def _user_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "actionstream"
@@ -74,6 +111,10 @@ class Settings(BaseSettings):
     # narrows what a failover can lose (replication is asynchronous), costs a round trip; 0: off
     redis_wait_replicas: int = Field(0, ge=0, le=16)
     redis_wait_ms: int = Field(100, ge=1, le=60000)
+    # events are acknowledged (their skeletons acked) only once durable (shared/durability.py):
+    # WAIT for redis_wait_replicas and, with redis_wait_aof, WAITAOF (fsynced to the server's
+    # append-only file; Valkey / Redis >= 7.2, appendonly yes); unconfirmed: retried, never dropped
+    redis_wait_aof: bool = False
     # Celery's broker (alerts): a plain Redis; None: redis_url (which must then not be a cluster)
     broker_url: Annotated[Optional[str], AfterValidator(check_redis_url)] = None
     models_dir: Path = Field(default_factory=_user_cache_dir)
@@ -109,7 +150,8 @@ class Settings(BaseSettings):
     # (seconds; the spec's schedule, about 27 hours in all), then the dead letters; an endpoint
     # failing that long with no success in between (or answering 410 Gone) is disabled; a
     # Retry-After longer than the schedule's wait is honoured up to webhook_max_retry_after_s
-    webhook_retry_schedule_s: list[Annotated[float, Field(ge=0, le=7 * 86400)]] = [5, 300, 1800, 7200, 18000, 36000, 36000]
+    webhook_retry_schedule_s: list[Annotated[float, Field(ge=0, le=7 * 86400)]] = [
+        5, 300, 1800, 7200, 18000, 36000, 36000]
     webhook_disable_after_s: float = Field(86400.0, gt=0)
     webhook_max_retry_after_s: float = Field(86400.0, ge=0)
     mqtt_url: Optional[str] = None  # mqtt://[USER:PASSWORD@]HOST[:PORT], mqtts:// for TLS
@@ -125,8 +167,20 @@ class Settings(BaseSettings):
     alert_consecutive: int = Field(2, ge=1)
     alert_cooldown_s: float = Field(10.0, ge=0)
     fallen_after_s: float = Field(10.0, gt=0)  # source seconds down after `falling` -> `fallen`
+    # `falling` is raised only when the window ends with the person down (workers.action.confirm)
+    confirm_falls: bool = True
     events_maxlen: int = Field(100000, ge=100)
     deadletter_maxlen: int = Field(10000, ge=10)
+    # housekeeping (workers/jobs/housekeeping.py, every housekeeping_interval_s in each jobs worker; 0:
+    # off): finished replays purged this long after they ended, dead letters older than this
+    # trimmed, a consumer idle this long with nothing pending (a dead worker's) removed from its group
+    housekeeping_interval_s: float = Field(300.0, ge=0)
+    replay_retention_s: float = Field(7 * 86400.0, ge=0)
+    deadletter_max_age_s: float = Field(30 * 86400.0, gt=0)
+    dead_consumer_idle_s: float = Field(86400.0, gt=0)
+    # the producer's frames confirmed durable as the events are (redis_wait_replicas, redis_wait_aof,
+    # redis_wait_ms); unconfirmed: written again and confirmed again, never skipped
+    durable_frames: bool = False
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus /metrics on this port; 0: off
     metrics_host: str = "127.0.0.1"  # where /metrics listens (0.0.0.0 in containers)
@@ -144,6 +198,34 @@ class Settings(BaseSettings):
     archive_segment_s: int = Field(60, ge=1, le=86400)
     archive_max_age_h: float = Field(168.0, gt=0)
     archive_max_bytes: int = Field(50 * 1024**3, gt=0)  # per camera, all kinds together
+    # this process's Redis ACL user (deploy/redis/users.acl: one per role) and its password (or a
+    # file holding it: a secret), put into redis_url and broker_url unless they name a user
+    # themselves; the CA that signs a rediss:// server's certificate
+    redis_username: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    redis_password: Optional[SecretStr] = None
+    redis_password_file: Optional[Path] = None
+    redis_ca_file: Optional[Path] = None
+    # the web page (workers/web): HTTPS with this certificate and key; a Secure session cookie
+    # without them (behind a TLS proxy); failed logins allowed per client address and minute;
+    # how long a session lasts; the first admin's password (else a random one, shown once)
+    web_tls_cert: Optional[Path] = None
+    web_tls_key: Optional[Path] = None
+    web_secure_cookie: bool = False
+    web_login_attempts: int = Field(5, ge=1, le=1000)
+    web_session_hours: float = Field(168.0, gt=0, le=24 * 365)
+    web_admin_password: Optional[SecretStr] = None
+    web_admin_password_file: Optional[Path] = None
+
+    @model_validator(mode="after")
+    def _redis_credentials(self) -> "Settings":
+        """The ACL user and password (and CA) of the settings put into the Redis URLs."""
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        if password is None and self.redis_password_file is not None:
+            password = read_secret(self.redis_password_file, "ACTIONSTREAM_REDIS_PASSWORD_FILE")
+        for field in ("redis_url", "broker_url"):
+            setattr(self, field, with_credentials(getattr(self, field), self.redis_username, password,
+                                                  self.redis_ca_file))
+        return self
 
 
 def load_settings(**overrides) -> Settings:
@@ -178,12 +260,26 @@ def _explain_settings(exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if field == "redis_url":  # never echo a password; the option has the same name
             parts.append(f"ACTIONSTREAM_REDIS_URL (or --redis): {msg}")
-        elif field in ("webhook_secret", "mqtt_url"):  # secrets, or URLs that may hold one
+        elif field == "(root)":  # a check of several fields together: its message names them
+            parts.append(msg)
+        elif field in ("webhook_secret", "mqtt_url", "redis_password", "web_admin_password",
+                       "broker_url"):  # secrets, or URLs that may hold one
             parts.append(f"ACTIONSTREAM_{field.upper()}: {msg}")
         else:
             parts.append(f"ACTIONSTREAM_{field.upper()}={err.get('input')!r}: {msg}")
     return problems("invalid setting" + ("s" if len(parts) > 1 else ""), parts,
                     "(fix the variable or option, or unset it)")
+
+
+class CameraRules(BaseModel):
+    """A camera's own alert rule (camera file ``rules:``), over the settings' defaults: a
+    camera that watches a sofa or a bed may want a higher ``threshold``, or no confirmation."""
+
+    model_config = {"extra": "forbid"}
+
+    threshold: Optional[float] = Field(None, ge=0, le=1)
+    consecutive: Optional[int] = Field(None, ge=1)
+    confirm_falls: Optional[bool] = None
 
 
 class Camera(BaseModel):
@@ -197,6 +293,7 @@ class Camera(BaseModel):
     fps: Optional[float] = Field(None, gt=0, le=1000)
     width: Optional[int] = Field(None, ge=16, le=8192)
     mode: Optional[Mode] = None
+    rules: Optional[CameraRules] = None
 
     @field_validator("id")
     @classmethod
@@ -285,6 +382,19 @@ def find_shared_dir(settings: Settings | None = None) -> Path | None:
         if (candidate / "models").is_dir():
             return candidate
     return None
+
+
+def parse_rules(text: Optional[str]) -> Optional[dict]:
+    """``--rules JSON`` -> the fields of :class:`CameraRules` (validated with the camera)."""
+    if not text:
+        return None
+    try:
+        rules = json.loads(text)
+    except ValueError as exc:
+        raise SettingsError(f"--rules is not JSON ({exc}): give e.g. '{{\"threshold\": 0.7}}'") from None
+    if not isinstance(rules, dict):
+        raise SettingsError("--rules must be a JSON object, e.g. '{\"threshold\": 0.7}'")
+    return rules
 
 
 def make_camera(**fields) -> Camera:

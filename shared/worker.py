@@ -78,6 +78,7 @@ class StageWorker:
         self._keeper: Optional[threading.Thread] = None
         self._keeper_stop = threading.Event()
         self._script = None
+        self._behind: dict[str, tuple[float, str]] = {}  # stream -> (last warned, group): over its bound
         self._batch: list[Entry] = []
         self._committed = Outcome()
         self.max_attempts = 3  # failures of one entry (exceptions) before dead-lettering
@@ -410,6 +411,7 @@ class StageWorker:
         except redis.ResponseError as exc:
             self._write_failed(outcome.cameras(), exc)
             return
+        self._report_behind(results.pop(writing.BEHIND, {}), {o.stream for o in outcome.outputs if o.maxlen})
         replicated = results.pop(writing.REPLICATED, None)
         if replicated is not None and replicated != self.settings.redis_wait_replicas:
             log.warning("%s: WAIT: %s of %d replicas acknowledged the batch within %d ms", self.worker_id,
@@ -430,6 +432,21 @@ class StageWorker:
             else:
                 self._write_failed({cam}, res)
         self._record(outcome.only(ok))
+
+    def _report_behind(self, behind: dict[str, tuple[int, str]], written: set[str]) -> None:
+        """Streams kept over their bound for a consumer group that is behind (not trimmed: no
+        loss): the gauge, and a warning at most once a minute per stream; back to 0 once a
+        write of the stream keeps nothing over."""
+        now = time.monotonic()
+        for stream in (set(self._behind) & written) - set(behind):
+            metrics.STREAM_BEHIND.labels(stream, self._behind.pop(stream)[1]).set(0)
+        for stream, (kept, group) in behind.items():
+            metrics.STREAM_BEHIND.labels(stream, group).set(kept)
+            if now - self._behind.get(stream, (-60.0, group))[0] >= 60.0:
+                self._behind[stream] = (now, group)
+                log.warning("%s: %s holds %d entries over its bound for group %r, which has not read "
+                            "them yet: kept (not trimmed); start or scale that consumer", self.worker_id,
+                            stream, kept, group)
 
     def _write_failed(self, cameras: set[str], exc: Exception) -> None:
         self.metrics["errors"] += 1

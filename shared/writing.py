@@ -34,26 +34,75 @@ from shared.reading import Entry
 from shared.redisio import TOPOLOGY_ERRORS, add_dead_letter, is_cluster, node_clients, refresh_topology
 
 # KEYS[1] the lease; ARGV[1] the lease value we hold; then ops, each
-#   X keyindex maxlen nfields f1 v1 ...   XADD (maxlen '' for none)
+#   X keyindex maxlen nfields f1 v1 ...   XADD, then trim to maxlen ('' for none) but never
+#                                         past an entry a consumer group still needs
 #   S keyindex value                      SET
 #   A keyindex group nids id1 ...         XACK
+# Returns 1, or {1, keyindex, kept, group, ...}: a stream kept `kept` entries over its bound
+# because `group` has not read (or acked) them yet.
 FENCED_WRITE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-local i, n = 2, #ARGV
+local function split(id)
+  local ms, seq = string.match(id, '(%d+)-(%d+)')
+  return tonumber(ms), tonumber(seq)
+end
+local function before(a, b)
+  local am, as = split(a)
+  local bm, bs = split(b)
+  return am < bm or (am == bm and as < bs)
+end
+local function after(id)
+  local ms, seq = split(id)
+  return string.format('%.0f-%.0f', ms, seq + 1)
+end
+-- the oldest entry of `key` some group still needs (its oldest pending one, else the one after
+-- its last delivered) and that group; nil when the stream has no group
+local function oldest_needed(key)
+  local need, who = nil, nil
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local info = {}
+    for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
+    local id
+    if tonumber(info['pending']) > 0 then
+      id = redis.call('XPENDING', key, info['name'])[2]
+    else
+      id = after(info['last-delivered-id'])
+    end
+    if need == nil or before(id, need) then need, who = id, info['name'] end
+  end
+  return need, who
+end
+-- trim `key` towards `maxlen` entries, removing only what every group has read and acked;
+-- the entries kept over the bound and the group that needs them
+local function bounded_trim(key, maxlen)
+  local over = redis.call('XLEN', key) - maxlen
+  if over <= 0 then return 0, nil end
+  local need, who = oldest_needed(key)
+  local head = redis.call('XRANGE', key, '-', need and ('(' .. need) or '+', 'COUNT', over + 1)
+  local n = math.min(over, #head)
+  if n > 0 then
+    local minid = (n < #head) and head[n + 1][1] or after(head[n][1])
+    redis.call('XTRIM', key, 'MINID', '~', minid)
+  end
+  return over - n, who
+end
+local i, n, kept = 2, #ARGV, {1}
 while i <= n do
   local op, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
   if op == 'X' then
-    local args, nf = {key}, tonumber(ARGV[i + 3])
-    if ARGV[i + 2] ~= '' then
-      args[2], args[3], args[4] = 'MAXLEN', '~', ARGV[i + 2]
-    end
-    args[#args + 1] = '*'
+    local args, nf = {key, '*'}, tonumber(ARGV[i + 3])
     for j = i + 4, i + 3 + 2 * nf do
       args[#args + 1] = ARGV[j]
     end
     redis.call('XADD', unpack(args))
+    if ARGV[i + 2] ~= '' then
+      local over, who = bounded_trim(key, tonumber(ARGV[i + 2]))
+      if over > 0 then
+        kept[#kept + 1], kept[#kept + 2], kept[#kept + 3] = tonumber(ARGV[i + 1]), over, who
+      end
+    end
     i = i + 4 + 2 * nf
   elseif op == 'S' then
     redis.call('SET', key, ARGV[i + 2])
@@ -66,7 +115,8 @@ while i <= n do
     return redis.error_reply('fenced write: unknown op ' .. tostring(op))
   end
 end
-return 1
+if #kept == 1 then return 1 end
+return kept
 """
 
 OK, FENCED = "ok", "fenced"
@@ -76,7 +126,7 @@ OK, FENCED = "ok", "fenced"
 class Output:
     stream: str
     fields: dict
-    maxlen: Optional[int] = None  # approximate trim (MAXLEN ~)
+    maxlen: Optional[int] = None  # trimmed towards it, never past what a consumer group needs
 
 
 @dataclass
@@ -196,11 +246,14 @@ def execute_fenced(r: redis.Redis, script, p: Plan, wait_replicas: int = 0,
         got = _execute_node(r, client, script, p, cams, wait_replicas, wait_ms)
         if REPLICATED in got and REPLICATED in out:
             got[REPLICATED] = _fewer(out[REPLICATED], got[REPLICATED])
+        if BEHIND in got and BEHIND in out:
+            got[BEHIND] = {**out[BEHIND], **got[BEHIND]}
         out.update(got)
     return out
 
 
 REPLICATED = "*replicated"  # in execute_fenced's result (no camera id starts with '*'): WAIT's count
+BEHIND = "*behind"  # in execute_fenced's result: {stream: (entries kept over its bound, group needing them)}
 
 
 def _fewer(a: Any, b: Any) -> Any:
@@ -234,6 +287,15 @@ def _execute_node(r, client, script, p: Plan, cams: list[str], wait_replicas: in
                 res = exc
         if isinstance(res, Exception):
             out[cam] = res
+        elif isinstance(res, list):  # ok, some stream kept entries over its bound for a group
+            out[cam] = OK
+            behind = out.setdefault(BEHIND, {})
+            for j in range(1, len(res) - 2, 3):
+                behind[p.cameras[cam].keys[int(res[j]) - 1]] = (int(res[j + 1]), _text(res[j + 2]))
         else:
             out[cam] = OK if int(res) == 1 else FENCED
     return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,5 +1,7 @@
 """A real webhook receiver for tests: an HTTP server on a free loopback port that answers
-each POST with ``respond(path, headers, body) -> status`` and records it."""
+each POST with ``respond(path, headers, body) -> status`` (or ``(status, {header: value})``)
+and records it; a GET (what a client following a redirect sends) is answered 200 and kept
+in ``gets``."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class WebhookReceiver:
 
     def __init__(self, respond: Callable) -> None:
         self.calls: list[tuple] = []
+        self.gets: list[str] = []
         self.lock = threading.Lock()
         me = self
 
@@ -34,9 +37,18 @@ class WebhookReceiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 code = respond(self.path, self.headers, body)
+                code, extra = code if isinstance(code, tuple) else (code, {})
                 with me.lock:
                     me.calls.append((self.path, code, self.headers, body))
                 self.send_response(code)
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            def do_GET(self):
+                with me.lock:
+                    me.gets.append(self.path)
+                self.send_response(200)
                 self.end_headers()
 
             def log_message(self, *args):

@@ -16,8 +16,11 @@ Two pieces, both run as their own processes:
   Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature`` when a
   ``whsec_`` secret is set: the target's ``secret`` in the alerts config, else
   ``ACTIONSTREAM_WEBHOOK_SECRET``; the worker reads the secrets itself, so they never travel
-  in task messages); connection errors and 5xx answers are retried with capped exponential
-  backoff and jitter, a 4xx answer or a malformed event is not.
+  in task messages). One attempt per task (:mod:`workers.alerting.delivery`): only a 2xx is a
+  delivery (no redirect is followed); a 3xx, 5xx, 429, timeout or refused connection is retried
+  on the ``webhook_retry_schedule_s`` schedule (hours; ``Retry-After`` honoured), kept in
+  Redis, then dead-lettered; another 4xx or a malformed event is dead-lettered at once; an
+  endpoint answering 410 or failing for ``webhook_disable_after_s`` is disabled.
 
 Celery is JSON only (``accept_content = ["json"]``): a pickled message is refused by the
 worker, never deserialised. The broker is the pipeline's Redis (``ACTIONSTREAM_REDIS_URL``;
@@ -26,14 +29,10 @@ worker, never deserialised. The broker is the pipeline's Redis (``ACTIONSTREAM_R
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Callable, Mapping, Optional, Sequence
 
 import redis
@@ -45,7 +44,10 @@ from shared.ops import DEFAULT_URL
 from shared.redisio import connect, redact, registered_cameras
 from shared.settings import Settings, SettingsError, load_settings
 from workers.alerting import webhooks as signing
+from workers.alerting.delivery import (TIMEOUT_S, Delivery, PermanentError, Retries,  # noqa: F401
+                                       RetryReleaser, TransientError, deliver_webhook)
 from workers.alerting.discovery import RESCAN_S, Discovery
+from workers.alerting.incidents import RedisIncidentStore
 from workers.alerting.mqtt import MqttPublisher, MqttSink, MqttUnavailable
 from workers.alerting.rules import AlertRules, AlertsConfig, check_mqtt_url, load_config, parse_config
 from workers.celeryconf import ALERTS_QUEUE, celery_config
@@ -55,20 +57,11 @@ log = logging.getLogger(__name__)
 ALERTS_GROUP = "alerts"
 QUEUE = ALERTS_QUEUE
 DELIVER_TASK = "actionstream.deliver_webhook"
-TIMEOUT_S = 10.0
 DEADLETTER_MAXLEN = Settings.model_fields["deadletter_maxlen"].default
 
 
 class AlertsError(ValueError):
     """Bad alerts options (a webhook that is not an http(s) URL)."""
-
-
-class PermanentError(Exception):
-    """A delivery that retrying cannot fix (malformed event, 4xx answer)."""
-
-
-class TransientError(Exception):
-    """A delivery worth retrying (connection error, timeout, 5xx answer)."""
 
 
 def webhook_secrets(settings: Settings) -> dict[Optional[str], Optional[str]]:
@@ -93,13 +86,38 @@ def make_app(settings: Optional[Settings] = None) -> Celery:
     celery.conf.update(celery_config(settings))
     _count_task_outcomes()
     secrets = webhook_secrets(settings)
+    delivery: list[Delivery] = []  # made on the first task (a Redis connection), then shared
 
-    def deliver(event: dict, url: str, target: Optional[str] = None) -> int:
-        return deliver_webhook(event, url, secret=secrets.get(target, secrets[None]))
+    def deliver(event: dict, url: str, target: Optional[str] = None, attempt: int = 0) -> int:
+        if not delivery:
+            delivery.append(Delivery(connect(settings.redis_url or DEFAULT_URL), settings, secrets))
+        return delivery[0].attempt(event, url, target, attempt)
 
-    celery.task(name=DELIVER_TASK, autoretry_for=(TransientError,), retry_backoff=2,
-                retry_backoff_max=300, retry_jitter=True, max_retries=10)(deliver)
+    celery.task(name=DELIVER_TASK)(deliver)  # no Celery retries: Delivery keeps its own schedule
+    _release_retries_in_worker(celery, settings)
     return celery
+
+
+def _release_retries_in_worker(celery: Celery, settings: Settings) -> None:
+    """In a delivery worker (not in the forwarder, which only queues): a thread queues the
+    webhook retries that are due, and the disabled endpoints are reported at start."""
+    from workers.alerting.delivery import Endpoints
+
+    def start(sender=None, **_) -> None:
+        if getattr(sender, "app", celery) is not celery:  # another app's worker in this process
+            return
+        r = connect(settings.redis_url or DEFAULT_URL)
+        Endpoints(r).report()
+
+        def send(job: dict) -> None:
+            celery.send_task(DELIVER_TASK, args=[job["event"], job["url"]],
+                             kwargs={"target": job["target"], "attempt": job["attempt"]}, queue=QUEUE,
+                             task_id=f"{job['event'].get('id')}-{job['target']}-r{job['attempt']}")
+        releaser = RetryReleaser(Retries(r), send)
+        releaser.start()
+        signals.worker_shutdown.connect(lambda **_: releaser.stopping.set(), weak=False)
+
+    signals.worker_ready.connect(start, weak=False)
 
 
 def _task_outcome(outcome: str):
@@ -120,33 +138,6 @@ def _count_task_outcomes() -> None:
     that ran the task: the worker runs a thread pool, so that is the one serving /metrics)."""
     for sig, handler in _outcome_handlers:
         sig.connect(handler, weak=False, dispatch_uid=f"actionstream-metrics-{sig.name}")
-
-
-def deliver_webhook(event: dict, url: str, timeout: float = TIMEOUT_S, secret: Optional[str] = None,
-                    clock: Callable[[], float] = time.time) -> int:
-    """POST ``event`` (checked against the event schema) to ``url``, signed with ``secret``
-    (``whsec_...``) per Standard Webhooks; the HTTP status.
-    :class:`PermanentError` or :class:`TransientError` when it fails."""
-    try:
-        parsed = codec.decode_event(json.dumps(event))
-    except (codec.DecodeError, TypeError, ValueError) as exc:
-        raise PermanentError(f"not an event: {exc}") from exc
-    body = codec.encode_event(parsed).encode()
-    req = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "Idempotency-Key": parsed.id,
-        "User-Agent": "actionstream-alerts", **signing.headers(parsed.id, int(clock()), body, secret)})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status = resp.status
-    except urllib.error.HTTPError as exc:
-        if exc.code >= 500 or exc.code == 429:
-            raise TransientError(f"{redact(url)} answered {exc.code}") from exc
-        raise PermanentError(f"{redact(url)} answered {exc.code}") from exc
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
-        raise TransientError(f"{redact(url)}: {exc}") from exc
-    log.info("camera %s track %d: event %s delivered to %s (%d)", parsed.camera,
-             parsed.track_id, parsed.id, redact(url), status)
-    return status
 
 
 class AlertForwarder(StreamFollower):
@@ -264,10 +255,11 @@ def alert_rules(settings: Settings, webhooks: Sequence[str] = (), mqtt: Sequence
 
 
 def mqtt_sinks(rules: AlertRules, consumer: str, timeout: float = 10.0,
-               settings: Optional[Settings] = None) -> dict[str, MqttSink]:
+               settings: Optional[Settings] = None, r: Optional[redis.Redis] = None) -> dict[str, MqttSink]:
     """A connected (or connecting) :class:`MqttSink` per MQTT target of ``rules``, each with
     Home Assistant discovery of the ``settings`` alert labels unless ``mqtt_discovery`` is off
-    (no ``settings``: none)."""
+    (no ``settings``: none), and its open incidents kept in ``r`` (None: in memory only; a
+    restart would forget them, never publishing their ``end``)."""
     sinks = {}
     for name, target in rules.config.targets.items():
         if target.mqtt:
@@ -277,7 +269,8 @@ def mqtt_sinks(rules: AlertRules, consumer: str, timeout: float = 10.0,
                             pub.url)
             discovery = (Discovery(pub, settings.mqtt_discovery_prefix, settings.alert_labels)
                          if settings is not None and settings.mqtt_discovery else None)
-            sinks[name] = MqttSink(pub, target.end_after_s, discovery=discovery)
+            store = RedisIncidentStore(r, keys.mqtt_incidents_key(name)) if r is not None else None
+            sinks[name] = MqttSink(pub, target.end_after_s, discovery=discovery, store=store)
     return sinks
 
 
@@ -291,9 +284,10 @@ def run_alerts(settings: Settings, webhooks: Sequence[str] = (), consumer: Optio
     metrics.serve(settings.metrics_port, settings.metrics_host)
     log.info("alerts %s: forwarding events from %s to target(s) %s by %d rule(s)", consumer,
              redact(url), sorted(rules.config.targets), len(rules.config.rules))
-    sinks = mqtt_sinks(rules, consumer, settings=settings)
+    r = connect(url)
+    sinks = mqtt_sinks(rules, consumer, settings=settings, r=r)
     try:
-        forwarder = AlertForwarder(connect(url), make_app(settings), (), consumer,
+        forwarder = AlertForwarder(r, make_app(settings), (), consumer,
                                    deadletter_maxlen=settings.deadletter_maxlen,
                                    claim_idle_ms=int(settings.alerts_claim_idle_s * 1000),
                                    rules=rules, sinks=sinks)

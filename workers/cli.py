@@ -62,7 +62,9 @@ TOOLS = {
     "stgcn": ("ST-GCN tools: export, training, the fall model", {
         "export": "export an ST-GCN checkpoint to ONNX with its model card",
         "train": "train an ST-GCN (PyTorch, the train extra)",
-        "fall-model": "build the fall model from skeleton exports (the train extra)"}),
+        "fall-model": "build the fall model from skeleton exports (the train extra)",
+        "fall-eval": "a shipped fall model through the worker's windows and rules on labelled clips",
+        "conversion": "skeleton-only sets beside the pose worker's real tracks, and contact sheets"}),
     "k8s": ("Kubernetes manifests from a cameras file: producers, KEDA autoscaling", {
         "producers": "a producer Deployment per camera",
         "scaledobjects": "KEDA ScaledObjects (stream lag per camera) for the pose and action workers"}),
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, help="pace at this rate (default: the source's own)")
     p.add_argument("--width", type=int, help="resize frames to this width")
     p.add_argument("--mode", choices=["live", "replay"])
+    p.add_argument("--rules", metavar="JSON", help="the camera's own alert rule, as in a camera file: "
+                   '\'{"threshold": 0.7, "consecutive": 3, "confirm_falls": false}\'')
     p.add_argument("--max-frames", type=int)
     metrics_arg(p)
     p.set_defaults(func=_cmd_produce)
@@ -182,8 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a listening socket handed down by `up`
+    p.add_argument("--no-auth", action="store_true", help="no login: anyone who reaches the page sees it "
+                   "(refused unless --host is a loopback address)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM; default: "
+                   "ACTIONSTREAM_WEB_TLS_CERT)")
+    p.add_argument("--tls-key", metavar="FILE", help="... and this private key (ACTIONSTREAM_WEB_TLS_KEY)")
     metrics_arg(p)
     p.set_defaults(func=_cmd_web)
+
+    from workers.web.users_cli import add_users_command  # light: argparse only
+
+    add_users_command(sub, _common)
 
     from workers.jobs.cli import add_job_commands  # light: argparse only
 
@@ -231,13 +244,13 @@ def _cameras(args) -> Optional[list[str]]:
 
 def _cmd_produce(args) -> int:
     from producer.producer import Producer
-    from shared.settings import make_camera, parse_crop
+    from shared.settings import make_camera, parse_crop, parse_rules
     from workers.up import check_source
 
     settings = _settings(args)
     crop = parse_crop(args.crop) if args.crop else None
     camera = make_camera(id=args.camera, source=args.source, crop=crop, fps=args.fps,
-                         width=args.width, mode=args.mode)
+                         width=args.width, mode=args.mode, rules=parse_rules(args.rules))
     check_source(camera)  # a crop outside the frame is bad input, not a source to reopen
     producer = Producer(settings, camera)
     producer.stats["metrics_url"] = _serve_metrics(settings)
@@ -283,7 +296,7 @@ def _cmd_action_worker(args) -> int:
     settings = _settings(args, action_model=args.action_model)
     classifier = ActionClassifier(resolve_action_model(settings, default_action_model()),
                                   providers=settings.providers, threads=settings.threads)
-    rules = rules_from_settings(settings, classifier.card.labels)
+    rules = rules_from_settings(settings, classifier.card.labels, classifier.card.fps)
     worker = ActionWorker(settings, classifier, rules, _cameras(args), args.worker_id)
     return _run_worker(worker, args)
 
@@ -374,9 +387,9 @@ def _cmd_alerts_worker(args) -> int:
 def _cmd_web(args) -> int:
     from workers.web.server import run_web
 
-    settings = _settings(args)
+    settings = _settings(args, web_tls_cert=args.tls_cert, web_tls_key=args.tls_key)
     _serve_metrics(settings)
-    return run_web(settings, args.host, args.port, args.fd)
+    return run_web(settings, args.host, args.port, args.fd, no_auth=args.no_auth)
 
 
 def _cmd_tool(args) -> int:
@@ -400,7 +413,8 @@ def _cmd_tool(args) -> int:
         return k8s_main(rest)
     from workers.action.stgcn import cli
 
-    main = {"export": cli.export_main, "train": cli.train_main, "fall-model": cli.fall_main}
+    main = {"export": cli.export_main, "train": cli.train_main, "fall-model": cli.fall_main,
+            "fall-eval": cli.fall_eval_main, "conversion": cli.conversion_main}
     return main[rest[0]](rest[1:])
 
 
@@ -413,6 +427,7 @@ USER_ERRORS = (("shared.codec", "DecodeError"), ("shared.modelpaths", "ModelNotF
                ("producer.sources", "SourceError"), ("workers.runtime", "ModelError"),
                ("workers.action.card", "CardError"), ("workers.alerts", "AlertsError"),
                ("workers.history.store", "HistoryError"), ("workers.web.server", "WebError"),
+               ("workers.history.users", "UserError"),
                ("workers.archive.storage", "ArchiveError"), ("workers.jobs.replay", "ReplayError"),
                ("workers.supervisor", "ChildFailed"))
 EXTRAS = {"torch": "train", "onnx": "train", "pycocotools": "train", "h5py": "train"}

@@ -164,6 +164,8 @@ def producer(camera: Camera) -> dict:
     if camera.width:
         args += ["--width", str(camera.width)]
     args += ["--mode", camera.mode or "live"]
+    if camera.rules is not None:
+        args += ["--rules", camera.rules.model_dump_json(exclude_none=True)]
     labels = {"app": "actionstream", "stage": "producer", "camera": cam}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",

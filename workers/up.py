@@ -150,6 +150,8 @@ def _specs(cameras: list[Camera], settings: Settings, args) -> list[ProcSpec]:
         for flag, value in (("--fps", cam.fps), ("--width", cam.width or args.width)):
             if value:
                 argv += [flag, str(value)]
+        if cam.rules is not None:
+            argv += ["--rules", cam.rules.model_dump_json(exclude_none=True)]
         specs.append(ProcSpec(f"producer[{cam.id}]", argv))
     common = ["--cameras", ids, "--mode", settings.mode, "--exit-on-eos"]
     specs.append(ProcSpec("pose-worker", ["pose-worker", *common, "--pose-model", settings.pose_model]))

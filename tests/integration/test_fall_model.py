@@ -50,3 +50,28 @@ def test_up_raises_falling_on_a_held_out_clip(tmp_path, clip):
     falls = [e for e in events if e["label"] == "falling" and e["camera"] == clip]
     assert falls, f"no falling event on held-out {clip}: {events}"
     assert any(e["frame_end"] >= fall_start for e in falls), (fall_start, falls)
+
+
+def test_a_camera_file_rule_is_the_camera_own(tmp_path):
+    """``rules:`` in the camera file reaches the action worker through the camera's
+    registration: the same held-out fall with its camera's threshold at 1.0 raises nothing,
+    beside a camera at the defaults that raises its `falling`."""
+    import yaml
+
+    video = shared_path("data", "urfd", "fall-05-cam0.mp4")
+    cams = [{"id": "strict", "source": str(video), "crop": [320, 0, 320, 240],
+             "rules": {"threshold": 1.0}},
+            {"id": "default", "source": str(video), "crop": [320, 0, 320, 240]}]
+    config = tmp_path / "cams.yaml"
+    config.write_text(yaml.safe_dump({"cameras": cams}))
+    events_out = tmp_path / "ev.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONSTREAM_")}
+    env["ACTIONSTREAM_SHARED_DIR"] = str(shared_path())
+    env["ACTIONSTREAM_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.run([sys.executable, "-m", "workers.cli", "up", "--no-progress", "--config",
+                           str(config), "--events-out", str(events_out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in events_out.read_text().splitlines()]
+    assert [e["camera"] for e in events if e["label"] == "falling"] == ["default"], events
+    assert "camera strict: its own rules {'threshold': 1.0}" in proc.stderr

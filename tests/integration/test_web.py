@@ -112,7 +112,7 @@ def _event_with_snapshot(page, event_id: str) -> str:
 def test_the_page_shows_the_live_frame_and_an_event_raised_with_its_snapshot(r, redis_url, tmp_path):
     env = pl.web_env(redis_url, tmp_path)
     with pl.process(["history"], env, ready=r"storing events"), \
-            pl.process(["web", "--port", "0"], env, ready=r"page is at (\S+)") as (_, _, url), \
+            pl.process(["web", "--port", "0", "--no-auth"], env, ready=r"page is at (\S+)") as (_, _, url), \
             browser() as (page, errors):
         _posed_page(page, url.group(1), redis_url, frames=60)
         _shot(page, tmp_path, "web-live.png")
@@ -133,7 +133,7 @@ def test_the_page_during_a_fall(r, redis_url, tmp_path):
     README's screenshot)."""
     env = pl.web_env(redis_url, tmp_path)
     with pl.process(["history"], env, ready=r"storing events"), \
-            pl.process(["web", "--port", "0"], env, ready=r"page is at (\S+)") as (_, _, url), \
+            pl.process(["web", "--port", "0", "--no-auth"], env, ready=r"page is at (\S+)") as (_, _, url), \
             browser() as (page, errors):
         _posed_page(page, url.group(1), redis_url, frames=127)  # MoveNet loses her later
         pl.run_action(redis_url)

@@ -14,6 +14,7 @@ from tests.workers.web import pipeline as pl
 from tests.workers.web.pipeline import CAMERA
 
 WAIT_MS = 30_000
+WEB = ["web", "--port", "0", "--no-auth"]  # loopback, no login (test_web_login.py logs in)
 
 # [the picture's frame is the bright one, the footer's text]: read together, in one go
 SHOWN = """(camera) => {
@@ -41,7 +42,7 @@ def test_the_footer_says_the_label_drawn_on_the_picture_beside_it(r, redis_url, 
     it is the dark one (the footer once lagged up to a cameras poll behind the picture)."""
     pl.posed_frame(r, seq=10, value=20)
     pl.score(r, "falling", 0.98, frame_end=10)
-    with pl.process(["web", "--port", "0"], pl.web_env(redis_url, tmp_path), ready=r"page is at (\S+)") \
+    with pl.process(WEB, pl.web_env(redis_url, tmp_path), ready=r"page is at (\S+)") \
             as (_, _, url), browser() as (page, errors):
         page.goto(url.group(1))
         _tile(page).locator(".foot", has_text="#1 falling 0.98").wait_for(timeout=WAIT_MS)
@@ -63,7 +64,7 @@ def test_the_footer_says_the_label_drawn_on_the_picture_beside_it(r, redis_url, 
 
 def test_no_camera_is_live_while_the_server_does_not_answer(r, redis_url, tmp_path):
     pl.posed_frame(r, seq=10, value=20)
-    with pl.process(["web", "--port", "0"], pl.web_env(redis_url, tmp_path), ready=r"page is at (\S+)") \
+    with pl.process(WEB, pl.web_env(redis_url, tmp_path), ready=r"page is at (\S+)") \
             as (web, _, url), browser() as (page, errors):
         page.goto(url.group(1))
         badge = _tile(page).locator(".head .badge")
@@ -93,7 +94,7 @@ def test_the_replay_panel_lists_the_replay_jobs(r, redis_url, tmp_path):
     registry.register(r, spec)
     registry.set_state(r, "j7", "RUNNING", total=50)
     r.hset(keys.job_checkpoint_key(spec.replay_camera), mapping={"seq": 19, "published": 20})
-    with pl.process(["web", "--port", "0"], pl.web_env(redis_url, tmp_path), ready=r"page is at (\S+)") \
+    with pl.process(WEB, pl.web_env(redis_url, tmp_path), ready=r"page is at (\S+)") \
             as (_, _, url), browser() as (page, errors):
         page.goto(url.group(1))
         row = page.locator('#replays-panel tr[data-job="j7"]')

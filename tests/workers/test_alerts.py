@@ -42,7 +42,8 @@ def hooks():
 @pytest.fixture
 def celery_worker(r, redis_url, tmp_path):
     log = tmp_path / "worker.log"
-    env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url, ACTIONSTREAM_LOG_LEVEL="INFO")
+    env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url, ACTIONSTREAM_LOG_LEVEL="INFO",
+               ACTIONSTREAM_WEBHOOK_RETRY_SCHEDULE_S="[0.2, 0.5, 1]")  # retries within seconds
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "alerts-worker",
                                  "--concurrency", "1"], cwd=ROOT, env=env,

@@ -21,11 +21,14 @@ README's fall-model section (``actionstream stgcn fall-model --report``).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _SHOULDERS, _HIPS = (2, 5), (8, 11)  # OpenPose-18 r/l shoulder, r/l hip
 
@@ -113,3 +116,18 @@ def confirm(ref, fps: float, cfg: Confirmation = Confirmation()) -> tuple[bool, 
     angle = "?" if f["angle"] is None else f"{f['angle']:.0f}"
     return False, (f"still up at the window's end (torso {angle} deg, aspect {f['aspect']:.2f}, "
                    f"hips dropped {f['drop']:.2f})")
+
+
+def fall_confirmation(fps: float, cfg: Confirmation = Confirmation()):
+    """The rules' gate (:class:`~workers.action.rules.Rules` ``confirm``): ``falling`` must be
+    confirmed (logged when it is not), other labels pass."""
+    def gate(ref, label: str) -> bool:
+        if label != "falling":
+            return True
+        ok, why = confirm(ref, fps, cfg)
+        if not ok:
+            log.info("camera %s track %d: falling at frame %d not confirmed yet: %s", ref.camera,
+                     ref.track_id, ref.frame_end, why)
+        return ok
+
+    return gate

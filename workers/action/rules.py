@@ -87,6 +87,7 @@ class Rules:
         self.confirm = confirm  # (window, label) -> may it raise now? (workers.action.confirm)
         self._state: dict[tuple[str, int, str], _State] = {}
         self._camera_rules: dict[str, dict[str, Rule]] = {}  # a replay camera's own rules
+        self._unconfirmed: set[str] = set()  # cameras whose own rules turn the confirmation off
         self._warned: set[str] = set()
 
     def decide(self, ref: WindowRef, probs: np.ndarray, labels: Sequence[str],
@@ -103,7 +104,8 @@ class Rules:
             index = self._index(rule.label, labels)
             if index is None:
                 continue
-            gate = (lambda: self.confirm(ref, rule.label)) if self.confirm else None
+            gate = ((lambda: self.confirm(ref, rule.label))
+                    if self.confirm and ref.camera not in self._unconfirmed else None)
             event = self._apply(rule, _Span.of(ref), index, float(probs[index]), model_name, gate)
             if event is not None:
                 events.append(event)
@@ -134,16 +136,22 @@ class Rules:
         return self._apply(rule, span, -1, float(score), model_name)
 
     def override(self, camera: str, threshold: Optional[float] = None,
-                 consecutive: Optional[int] = None) -> None:
-        """For ``camera`` only (a replay trying another rule), the model labels' rules with
-        this ``threshold`` and ``consecutive`` (None: unchanged); derived labels keep theirs."""
+                 consecutive: Optional[int] = None, confirm: Optional[bool] = None) -> None:
+        """For ``camera`` only (a replay trying another rule, a camera file's ``rules:``), the
+        model labels' rules with this ``threshold`` and ``consecutive`` (None: unchanged);
+        derived labels keep theirs. ``confirm`` False: no confirmation for this camera."""
         self._camera_rules[camera] = {
             r.label: replace(r, threshold=r.threshold if threshold is None else threshold,
                              consecutive=r.consecutive if consecutive is None else consecutive)
             for r in self.rules if r.label not in DERIVED_LABELS}
+        if confirm is False:
+            self._unconfirmed.add(camera)
+        else:
+            self._unconfirmed.discard(camera)
 
     def clear_override(self, camera: str) -> None:
         self._camera_rules.pop(camera, None)
+        self._unconfirmed.discard(camera)
 
     def _apply(self, rule: Rule, ref: "_Span", index: int, score: float, model_name: str,
                gate: Optional[Callable[[], bool]] = None) -> Optional[Event]:

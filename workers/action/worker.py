@@ -22,12 +22,14 @@ import numpy as np
 
 from shared import codec, keys, metrics
 from shared.codec import DecodeError
+from shared.durability import Durability, DurabilityError
 from shared.redisio import processed_tail
 from shared.schemas import EndOfStream, Event, Skeletons
 from shared.settings import Settings
 from shared.worker import Entry, Outcome, Output, StageWorker
 from workers.action.classifier import ActionClassifier
 from workers.action.core import ActionCore, select_tail
+from workers.action.confirm import fall_confirmation
 from workers.action.rules import Rules, rules_for
 
 log = logging.getLogger(__name__)
@@ -44,11 +46,13 @@ return 0
 """
 
 
-def rules_from_settings(settings: Settings, labels) -> Rules:
+def rules_from_settings(settings: Settings, labels, fps: float = 30.0) -> Rules:
     """The alert rules of ``settings`` for a model with ``labels`` (``fallen`` where the
-    model has ``falling``)."""
+    model has ``falling``), ``falling`` confirmed by the posture at the window's end unless
+    ``settings.confirm_falls`` is off (``fps``: the model card's)."""
     return Rules(rules_for(labels, settings.alert_labels, settings.alert_threshold,
-                           settings.alert_consecutive, settings.alert_cooldown_s))
+                           settings.alert_consecutive, settings.alert_cooldown_s),
+                 confirm=fall_confirmation(fps) if settings.confirm_falls else None)
 
 
 class ActionWorker(StageWorker):
@@ -102,19 +106,19 @@ class ActionWorker(StageWorker):
             count *= 2
 
     def _camera_rules(self, camera: str) -> None:
-        """A replay camera's own rule overrides (``rules`` in its registration), if any."""
-        if not keys.is_replay(camera):
-            return
+        """A camera's own rule (``rules`` in its registration: a replay's overrides, a camera
+        file's ``rules:``), if any."""
         raw = self.r.hget(keys.CAMERAS_KEY, camera)
         try:
             given = (json.loads(raw) if raw else {}).get("rules") or {}
-            self.rules.override(camera, given.get("threshold"), given.get("consecutive"))
+            self.rules.override(camera, given.get("threshold"), given.get("consecutive"),
+                                given.get("confirm_falls"))
         except (ValueError, TypeError, AttributeError) as exc:
             log.warning("camera %s: rule overrides %r ignored (%s)", camera, raw, exc)
             self.rules.clear_override(camera)
             return
         if given:
-            log.info("camera %s: replay with its own rules %s", camera, given)
+            log.info("camera %s: its own rules %s", camera, given)
 
     def on_released(self, camera: str) -> None:
         self.core.forget_camera(camera)
@@ -172,16 +176,30 @@ class ActionWorker(StageWorker):
                 "label": labels[top], "score": f"{float(p[top]):.4f}"}, self.settings.skeleton_maxlen))
 
     def write(self, outcome: Outcome) -> None:
-        """Events first (guarded, idempotent), then the fenced outputs, state and acks. A
-        camera whose write did not land (fenced, an error) is rebuilt from Redis, so its
-        retried entries are processed again from the state last written."""
+        """Events first (guarded, idempotent), confirmed durable as configured
+        (:mod:`shared.durability`), then the fenced outputs, state and acks. A camera whose
+        write did not land (fenced, an error, events not confirmed) is rebuilt from Redis, so
+        its retried entries are processed again from the state last written (the same ids)."""
         if self._write_event is None:
             self._write_event = self.r.register_script(_WRITE_EVENT)
-        for event in self.pending_events:
+        events, self.pending_events = self.pending_events, []  # a retried batch makes the same ids
+        for event in events:
             self._emit(event)
-        self.pending_events = []  # written: a retried batch makes the same ids (guarded)
         self._attempted = outcome.cameras()
+        if events and not self._durable(events, outcome):
+            return
         super().write(outcome)
+
+    def _durable(self, events: list[Event], outcome: Outcome) -> bool:
+        """The events are durable (or no durability is asked for); if not, nothing of the batch
+        is acked: it is retried, and its events are written again where a failover lost them."""
+        durability = Durability.for_events(self.settings)
+        why = durability.confirm(self.r, keys.EVENTS_STREAM, [keys.event_guard_key(e.id) for e in events])
+        if why is None:
+            return True
+        self._write_failed(outcome.cameras(), DurabilityError(f"events not confirmed durable: {why}"))
+        time.sleep(durability.timeout_ms / 1000)  # an error (AOF off) answers at once: no busy loop
+        return False
 
     def after_write(self, outcome: Outcome) -> None:
         failed, self._attempted = self._attempted - outcome.cameras(), set()

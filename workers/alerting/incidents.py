@@ -9,13 +9,17 @@ passed in), as Frigate reports tracked objects on ``frigate/events``.
 
 ``before`` / ``after`` are the incident before and after the change (equal for ``new``).
 A redelivered event (the incident's latest event id again) changes nothing.
+
+With a :class:`RedisIncidentStore` the open incidents are kept in Redis as they change, so a
+restarted forwarder takes them up again: their ``end`` is published in time and the retained
+counts return to 0.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, replace
-from typing import Optional
+from typing import Optional, Protocol
 
 from shared import codec
 from shared.schemas import Event
@@ -46,6 +50,14 @@ class Incident:
         del out["last_seen"]
         return out
 
+    def to_json(self) -> str:
+        """All of it, ``last_seen`` included (what a store keeps)."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "Incident":
+        return cls(**json.loads(raw))
+
 
 @dataclass(frozen=True)
 class Change:
@@ -73,15 +85,50 @@ def step(open_incident: Optional[Incident], event: Event, now: float) -> Optiona
     return Change(UPDATE, open_incident, after)
 
 
+class IncidentStore(Protocol):
+    def load(self) -> list[Incident]: ...
+    def save(self, incident: Incident) -> None: ...
+    def delete(self, incident: Incident) -> None: ...
+
+
+class RedisIncidentStore:
+    """The open incidents of one target in a Redis hash ("camera|track" -> the incident's JSON)."""
+
+    def __init__(self, r, key: str) -> None:
+        self.r, self.key = r, key
+
+    @staticmethod
+    def field(incident: Incident) -> str:
+        return f"{incident.camera}|{incident.track_id}"
+
+    def load(self) -> list[Incident]:
+        return [Incident.from_json(raw) for raw in self.r.hgetall(self.key).values()]
+
+    def save(self, incident: Incident) -> None:
+        self.r.hset(self.key, self.field(incident), incident.to_json())
+
+    def delete(self, incident: Incident) -> None:
+        self.r.hdel(self.key, self.field(incident))
+
+
 class Incidents:
     """The open incidents of one target. :meth:`on_event` and :meth:`due` only compute;
-    :meth:`apply` records a change once it has been published."""
+    :meth:`apply` records a change once it has been published (in ``store`` too, when given:
+    the incidents open there are taken up at start)."""
 
-    def __init__(self, end_after_s: float = 30.0) -> None:
+    def __init__(self, end_after_s: float = 30.0, store: Optional[IncidentStore] = None) -> None:
         if not end_after_s > 0:
             raise ValueError(f"end_after_s ({end_after_s}) must be > 0")
-        self.end_after_s = end_after_s
-        self.open: dict[tuple[str, int], Incident] = {}
+        self.end_after_s, self.store = end_after_s, store
+        self._open: dict[tuple[str, int], Incident] = {}
+        self._loaded = store is None  # loaded at first use (in the forwarder's retried loop)
+
+    @property
+    def open(self) -> dict[tuple[str, int], Incident]:
+        if not self._loaded:
+            self._open = {inc.key: inc for inc in self.store.load()}
+            self._loaded = True
+        return self._open
 
     def on_event(self, event: Event, now: float) -> Optional[Change]:
         return step(self.open.get((event.camera, event.track_id)), event, now)
@@ -93,9 +140,24 @@ class Incidents:
 
     def apply(self, change: Change) -> None:
         if change.type == END:
+            if self.store is not None:
+                self.store.delete(change.after)
             self.open.pop(change.after.key, None)
         else:
+            if self.store is not None:
+                self.store.save(change.after)
             self.open[change.after.key] = change.after
+
+    def counts_after(self, change: Change) -> dict[str, int]:
+        """The counts of the labels ``change`` touches (its camera's), as they will be once applied."""
+        after = dict(self.open)
+        if change.type == END:
+            after.pop(change.after.key, None)
+        else:
+            after[change.after.key] = change.after
+        camera = change.after.camera
+        return {label: sum(1 for inc in after.values() if inc.camera == camera and inc.label == label)
+                for label in sorted({change.before.label, change.after.label})}
 
     def count(self, camera: str, label: str) -> int:
         """Open incidents of ``camera`` whose latest label is ``label``."""

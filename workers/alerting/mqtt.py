@@ -33,7 +33,7 @@ import paho.mqtt.client as mqtt
 from shared.redisio import redact
 from shared.schemas import Event
 from workers.alerting.discovery import Discovery
-from workers.alerting.incidents import Change, Incidents
+from workers.alerting.incidents import Change, Incidents, IncidentStore
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +108,12 @@ class MqttSink:
     its messages were acknowledged, so a failed publish is redone in full on the next try."""
 
     def __init__(self, publisher: MqttPublisher, end_after_s: float = 30.0,
-                 clock: Callable[[], float] = time.time, discovery: Optional[Discovery] = None) -> None:
-        """``discovery``: Home Assistant discovery for the cameras seen (None: none)."""
+                 clock: Callable[[], float] = time.time, discovery: Optional[Discovery] = None,
+                 store: Optional[IncidentStore] = None) -> None:
+        """``discovery``: Home Assistant discovery for the cameras seen (None: none); ``store``:
+        where the open incidents are kept (:class:`RedisIncidentStore`: they outlive a restart)."""
         self.publisher, self.clock, self.discovery = publisher, clock, discovery
-        self.incidents = Incidents(end_after_s)
+        self.incidents = Incidents(end_after_s, store)
         self.published = 0
 
     def handle(self, event: Event, now: Optional[float] = None) -> int:
@@ -127,17 +129,15 @@ class MqttSink:
         return sum(self._publish(change) for change in self.incidents.due(now))
 
     def _publish(self, change: Change) -> int:
+        """The change's message and the retained counts it touches, then the change is recorded
+        (in the store too): a failure (:class:`MqttUnavailable`) records nothing, so the change is
+        published again in full on the next try and no retained count is left stale."""
         pub, after = self.publisher, change.after
+        counts = self.incidents.counts_after(change)
         pub.publish(pub.topic("events"), change.payload())
-        counts = {change.before.label, after.label}
+        for label, n in counts.items():
+            pub.publish(pub.topic(after.camera, label), str(n), retain=True)
         self.incidents.apply(change)
-        try:
-            for label in sorted(counts):
-                pub.publish(pub.topic(after.camera, label), str(self.incidents.count(after.camera, label)),
-                            retain=True)
-        except MqttUnavailable:
-            log.warning("camera %s track %d: incident %s %s published, its counts not (yet)",
-                        after.camera, after.track_id, after.id, change.type)
         log.info("camera %s track %d: incident %s %s (%s) published to %s", after.camera,
                  after.track_id, after.id, change.type, after.label, pub.url)
         self.published += 1

@@ -393,6 +393,7 @@ def cmd_jobs_worker(args) -> int:
     from workers.jobs.app import QUEUE, make_app
 
     from shared.heartbeat import Beater
+    from workers.jobs.housekeeping import Housekeeper
 
     settings = _settings(args)
     url = metrics.serve(settings.metrics_port, settings.metrics_host)
@@ -403,8 +404,12 @@ def cmd_jobs_worker(args) -> int:
     # a heartbeat, as every worker's: `actionstream status` lists it
     beater = Beater(_redis(settings), name, "jobs", {"concurrency": args.concurrency, "metrics_url": url},
                     settings.lease_ttl_s).start()
+    app = make_app(settings)
+    # the housekeeping timer (purges finished replays, trims dead letters, drops dead consumers)
+    keeper = Housekeeper(_redis(settings), settings, name, backend=app.backend).start()
     try:
-        make_app(settings).worker_main(argv)
+        app.worker_main(argv)
     finally:
+        keeper.stop()
         beater.stop()
     return 0

@@ -4,7 +4,10 @@
 ``/api/cameras/{camera}/view.jpg`` (the newest frame, drawn), ``/api/events`` (history and
 stream), ``/api/events/live`` (server-sent events from the events stream, resumable with
 ``Last-Event-ID``), ``/api/health``, ``/api/replays`` (the replay jobs of the jobs registry);
-``/snapshots/{id}.jpg``.
+``/snapshots/{id}.jpg``. With a login (:mod:`workers.web.auth`): ``/login`` (the form),
+``/api/login``, ``/api/logout``, ``/api/me``, and for admins ``/api/users`` and
+``/api/users/{name}/token``; every route but the form, the login and health needs a session
+or a bearer token (health tells a stranger only whether all is well).
 
 A view carries what is drawn on it in its ``X-View`` header (JSON: frame seq, people, each
 track's label, score and caption), so the page shows beside a picture the labels of that very
@@ -35,6 +38,7 @@ from shared.codec import DecodeError
 from shared.ops import DEFAULT_URL
 from shared.redisio import CONNECTION_ERRORS, connect, connect_async, redact, text
 from shared.settings import Settings
+from workers.web import auth as webauth
 from workers.web.data import PageData
 
 log = logging.getLogger(__name__)
@@ -128,8 +132,44 @@ async def _live_events(request: Request, url: str, data: PageData,
             await client.aclose()
 
 
-def create_app(settings: Settings, r: Optional[redis.Redis] = None) -> FastAPI:
-    """The application for the Redis (and event history) that ``settings`` name."""
+def _auth_routes(app: FastAPI, auth: Optional[webauth.Auth]) -> None:
+    """Login, logout, who is logged in, and the admins' user routes (``auth`` None: no login,
+    the page is served to anyone who reaches it: loopback only, see workers.web.server)."""
+
+    @app.get("/api/me")
+    def me(request: Request):
+        user = getattr(request.state, "user", None)
+        return {"auth": auth is not None, "user": user.name if user else None,
+                "role": user.role if user else "admin"}
+
+    if auth is None:
+        return
+
+    @app.get("/login", include_in_schema=False)
+    def login_form():
+        return webauth.login_page()
+
+    @app.post("/api/login")
+    async def login(request: Request):
+        return await webauth.login(request, auth)
+
+    @app.post("/api/logout")
+    async def logout(request: Request):
+        return await webauth.logout(request, auth)
+
+    @app.get("/api/users")
+    def users():
+        return {"users": auth.users.list()}
+
+    @app.post("/api/users/{name}/token")
+    def token(name: str, label: Optional[str] = None):
+        return webauth.new_token(auth, name, label)
+
+
+def create_app(settings: Settings, r: Optional[redis.Redis] = None, *,
+               auth: Optional[webauth.Auth]) -> FastAPI:
+    """The application for the Redis (and event history) that ``settings`` name; ``auth``: its
+    users (None: no login, for a page on loopback only)."""
     url = settings.redis_url or DEFAULT_URL
     data = PageData(settings, r if r is not None else connect(url))
 
@@ -138,11 +178,16 @@ def create_app(settings: Settings, r: Optional[redis.Redis] = None) -> FastAPI:
         log.info("web: reading redis %s", redact(url))
         yield
         data.close()
+        if auth is not None:
+            auth.users.close()
 
     app = FastAPI(title="actionstream", lifespan=lifespan, docs_url=None, redoc_url=None)  # both load CDNs
     app.state.data = data
     app.state.stopping = stopping = asyncio.Event()  # set by workers.web.server as it stops
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if auth is not None:
+        app.add_middleware(webauth.AuthMiddleware, auth=auth)
+    _auth_routes(app, auth)
 
     @app.exception_handler(redis.RedisError)
     async def _redis_down(_request, exc):  # the page says so; the server goes on
@@ -177,8 +222,11 @@ def create_app(settings: Settings, r: Optional[redis.Redis] = None) -> FastAPI:
                                  headers={**NO_STORE, "X-Accel-Buffering": "no"})
 
     @app.get("/api/health")
-    def health():
-        return data.health()
+    def health(request: Request):
+        summary = data.health()
+        if auth is not None and getattr(request.state, "user", None) is None:
+            return {"ok": summary.get("ok")}  # a stranger learns no camera, worker or host
+        return summary
 
     @app.get("/api/replays")
     def replays():

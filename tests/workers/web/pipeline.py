@@ -76,16 +76,25 @@ def falling(frame_end: int, camera: str = CAMERA, track: int = 1, emitted: float
 
 
 @contextmanager
-def serving(s: Settings) -> Iterator[str]:
-    """The app for ``s`` served by uvicorn on a free port (in a thread); its base URL."""
+def serving(s: Settings, auth=None) -> Iterator[str]:
+    """The app for ``s`` served by uvicorn on a free port (in a thread); its base URL.
+    ``auth``: its users (:class:`workers.web.auth.Auth`; None: no login, as on loopback)."""
+    from workers.web.app import create_app
+
+    with serve_app(create_app(s, auth=auth)) as base:
+        yield base
+
+
+@contextmanager
+def serve_app(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port (in a thread); its base URL."""
     import uvicorn
 
-    from workers.web.app import create_app
     from workers.web.server import bind
 
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(s), log_level="warning", access_log=False,
+    config = uvicorn.Config(app, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=1, log_config=None)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

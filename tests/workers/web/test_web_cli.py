@@ -39,7 +39,8 @@ def test_a_port_in_use_is_a_one_line_error(redis_url, tmp_path):
 
 
 def test_sigterm_stops_the_server_with_a_live_connection_open_and_exits_0(redis_url, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "web", "--port", "0"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "web", "--port", "0", "--no-auth"],
+                            cwd=ROOT,
                             env=_env(redis_url, tmp_path), stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
@@ -77,7 +78,8 @@ def test_sigterm_ends_the_open_live_streams_cleanly_and_logs_no_traceback(r, red
 
     from workers.web.server import GRACEFUL_S
 
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "web", "--port", "0"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "web", "--port", "0", "--no-auth"],
+                            cwd=ROOT,
                             env=_env(redis_url, tmp_path), stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)

@@ -280,10 +280,25 @@ def fall_main(argv: list[str] | None = None) -> int:
     return run(argv)
 
 
+def fall_eval_main(argv: list[str] | None = None) -> int:
+    """``actionstream stgcn fall-eval ...`` (see :mod:`workers.action.stgcn.falleval`)."""
+    from workers.action.stgcn.falleval import eval_main
+
+    return eval_main(argv)
+
+
+def conversion_main(argv: list[str] | None = None) -> int:
+    """``actionstream stgcn conversion ...`` (see :mod:`workers.action.stgcn.skeletonstats`)."""
+    from workers.action.stgcn.skeletonstats import main as run
+
+    return run(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m workers.action.stgcn.cli export ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"export": export_main, "train": train_main, "fall-model": fall_main}
+    commands = {"export": export_main, "train": train_main, "fall-model": fall_main,
+                "fall-eval": fall_eval_main, "conversion": conversion_main}
     if not argv or argv[0] not in commands:
         print("usage: python -m workers.action.stgcn.cli {export,train,fall-model} --help",
               file=sys.stderr)

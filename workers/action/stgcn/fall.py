@@ -359,19 +359,46 @@ def sweep(clips: Sequence[Clip], scored: dict[str, list], cfg: FallConfig) -> li
     return metrics.sweep(clips, scored, cfg.classes, cfg.cooldown_s, confirm=cfg.confirm())
 
 
-def cross_validate(clips: Sequence[Clip], cfg: FallConfig, k: int = 5) -> tuple[dict, list]:
+_FOLD: dict = {}  # what forked fold processes read (clips, folds, cfg)
+
+
+def _run_fold(f: int) -> dict[str, list]:
+    """One fold in a forked process: ``{clip: [probs, ...]}`` of the fold's test clips."""
+    import torch
+
+    torch.set_num_threads(1)
+    clips, folds, cfg = _FOLD["clips"], _FOLD["folds"], _FOLD["cfg"]
+    test = [c for c in clips if folds[c.name] == f]
+    train = [c for c in clips if folds[c.name] != f]
+    log.info("fold %d: %d training clips, %d test clips", f + 1, len(train), len(test))
+    model, _ = train_fall(train, replace(cfg, progress=False))
+    return {name: [p for _, p in rows] for name, rows in score_clips(model, test, cfg).items()}
+
+
+def cross_validate(clips: Sequence[Clip], cfg: FallConfig, k: int = 5, jobs: int = 1) -> tuple[dict, list]:
     """Leave-groups-out CV over ``k`` folds (:func:`assign_folds`): per fold a model trained on
-    the other folds scores the fold's clips. Returns (scored windows per clip, sweep rows)."""
+    the other folds scores the fold's clips (``jobs`` folds at once, each in a process of its
+    own with one torch thread: the same result). Returns (scored windows per clip, sweep rows)."""
+    from multiprocessing import get_context
+
     folds = assign_folds(clips, k)
+    todo = [f for f in range(k) if any(folds[c.name] == f for c in clips)]
+    _FOLD.update(clips=clips, folds=folds, cfg=cfg)
+    try:
+        if jobs > 1:
+            with get_context("fork").Pool(min(jobs, len(todo))) as pool:
+                parts = pool.map(_run_fold, todo, chunksize=1)
+        else:
+            parts = [_run_fold(f) for f in todo]
+    finally:
+        _FOLD.clear()
     scored: dict[str, list] = {}
-    for f in range(k):
-        test = [c for c in clips if folds[c.name] == f]
-        train = [c for c in clips if folds[c.name] != f]
-        if not test:
-            continue
-        log.info("fold %d/%d: %d training clips, %d test clips", f + 1, k, len(train), len(test))
-        model, _ = train_fall(train, cfg)
-        scored.update(score_clips(model, test, cfg))
+    for part in parts:
+        for clip in clips:
+            if clip.name in part:
+                refs = clip_windows(clip, cfg.window, cfg.stride, cfg.min_frames,
+                                    num_person=cfg.num_person, fps=cfg.fps)
+                scored[clip.name] = list(zip(refs, part[clip.name]))
     return scored, sweep(clips, scored, cfg)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import sys
 from typing import Optional
 
@@ -53,8 +54,9 @@ def fall_parser() -> argparse.ArgumentParser:
                         "imperfections measured on --detections")
     p.add_argument("--sets", nargs="+", default=["smartfallmm", "nwucla", "pennaction"],
                    help="which skeleton-only sets")
-    p.add_argument("--skeleton-cache", metavar="FILE",
-                   help="keep the converted skeleton-only clips in FILE (a pickle; made when absent)")
+    p.add_argument("--skeleton-cache", metavar="DIR",
+                   help="keep the converted skeleton-only clips in DIR (<set>-seed<N>.pkl; made when "
+                        "absent, delete one to convert it again)")
     p.add_argument("--imperfections", metavar="FILE",
                    help="the pose worker's imperfections (JSON); default: measured on --detections "
                         "with --labels (and written to FILE when given)")
@@ -63,6 +65,8 @@ def fall_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-confirm", action="store_true",
                    help="no confirmation of falling by the posture at the window's end")
     p.add_argument("--processes", type=int, default=2, help="processes converting skeleton clips")
+    p.add_argument("--jobs", type=int, default=1, help="cross-validation folds trained at once")
+    p.add_argument("--cv-scores", metavar="FILE", help="keep the cross-validated window scores (pickle)")
     p.add_argument("--labels", help="URFD labels.csv (clip, frame, -1/0/1, ...)")
     p.add_argument("--upfall-labels", help="UP-Fall labels.csv (clip, activity, ...)")
     p.add_argument("--cv", type=int, default=5, help="folds (0: no cross-validation)")
@@ -185,7 +189,10 @@ def run_fall(args) -> int:
     report: dict = {"config": {**vars(cfg), "plan": args.plan}, "rule": rule,
                     "fall_ranges": {c.name: c.fall for c in clips + held if c.kind == "fall"}}
     if args.cv:
-        scored, rows = fall.cross_validate(clips, cfg, args.cv)
+        scored, rows = fall.cross_validate(clips, cfg, args.cv, args.jobs)
+        if args.cv_scores:  # to try other rules and confirmations without training again
+            with open(args.cv_scores, "wb") as fh:
+                pickle.dump({name: [p for _, p in rows] for name, rows in scored.items()}, fh)
         outs = fall.outcomes(clips, scored, cfg, **rule)
         plain = metrics.outcomes(clips, scored, cfg.classes, cooldown_s=cfg.cooldown_s, **rule)
         report.update(sweep=rows, fewest_false_alerts=metrics.recommend(rows),

@@ -14,7 +14,7 @@ labels (-1 upright, 0 falling, 1 lying) and keeps, per posture:
 
 and, over every frame where the person is at rest, ``jitter``: each joint's frame-to-frame
 noise as a fraction of the body's size (the robust spread of the second difference in time,
-which for white noise of deviation s is s * sqrt(1.5)).
+which for white noise of deviation s is s * sqrt(1.5): slow motion at rest cancels out).
 
 :func:`apply` draws from them: a clean clip's COCO-17 pixels (seen flag 1, 0.5 for a joint
 only guessed, 0 outside the frame) and its posture per frame become, per frame, the

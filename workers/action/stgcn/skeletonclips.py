@@ -97,7 +97,7 @@ def convert(raw: ss.RawClip, imp: Imperfections, rng: np.random.Generator,
         size = (int(raw.meta["width"]), int(raw.meta["height"]))
         postures = postures_2d(coco)
     else:
-        world = ss.to_world(raw, *(calib or (np.array([0.0, 1.0, 0.0]), None)))
+        world = ss.smooth(ss.to_world(raw, *(calib or (np.array([0.0, 1.0, 0.0]), None))))
         c3 = ss.coco_3d(raw, world)
         centre = world[:, 0, [0, 2]].mean(axis=0)
         camera = ss.sample_camera(rng, centre)
@@ -163,20 +163,25 @@ def load_skeleton_clips(root: str | Path, imp: Imperfections, sets: Iterable[str
 
 
 def cached_skeleton_clips(root: str | Path, imp: Imperfections, cache: Optional[str | Path],
-                          **kw) -> list[Clip]:
-    """:func:`load_skeleton_clips`, kept in the pickle ``cache`` (made when absent; delete it
-    to convert again, e.g. after measuring the imperfections anew)."""
+                          sets: Iterable[str] = ss.SETS, seed: int = 0, **kw) -> list[Clip]:
+    """:func:`load_skeleton_clips`, each set kept in the folder ``cache`` as
+    ``<set>-seed<seed>.pkl`` (made when absent; delete it to convert again, e.g. after
+    measuring the imperfections anew)."""
     import pickle
 
-    if cache and Path(cache).is_file():
-        with open(cache, "rb") as fh:
-            clips = pickle.load(fh)
-        log.info("%d skeleton-only clips from %s", len(clips), cache)
-        return clips
-    clips = load_skeleton_clips(root, imp, **kw)
-    if cache:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{cache}.tmp", "wb") as fh:
-            pickle.dump(clips, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        Path(f"{cache}.tmp").replace(cache)
+    clips: list[Clip] = []
+    for name in sets:
+        path = Path(cache) / f"{name}-seed{seed}.pkl" if cache else None
+        if path is not None and path.is_file():
+            with open(path, "rb") as fh:
+                part = pickle.load(fh)
+            log.info("%d %s clips from %s", len(part), name, path)
+        else:
+            part = load_skeleton_clips(root, imp, sets=[name], seed=seed, **kw)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(f"{path}.tmp", "wb") as fh:
+                    pickle.dump(part, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                Path(f"{path}.tmp").replace(path)
+        clips.extend(part)
     return clips

@@ -27,8 +27,14 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+function loggedOut(resp) {  // the session ended (logout elsewhere, a new password): log in again
+  if (resp.status === 401) window.location.assign("/login");
+  return resp.status === 401;
+}
+
 async function getJSON(url) {
   const resp = await fetch(url, { cache: "no-store", signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
+  loggedOut(resp);
   if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
   return resp.json();
 }
@@ -72,6 +78,7 @@ async function loadView(tile) {
   try {
     const resp = await fetch(`${tile.url}?t=${Date.now()}`,
                              { cache: "no-store", signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
+    if (loggedOut(resp)) return;
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
     const drawn = JSON.parse(resp.headers.get("X-View") || "null");
     const blob = await resp.blob();
@@ -265,7 +272,23 @@ async function refreshHealth() {
   }
 }
 
+let mayReplays = true;  // a viewer may not list replay jobs (403): not asked again
+
+async function whoAmI() {
+  try {
+    const me = await getJSON("/api/me");
+    mayReplays = me.role === "admin";
+    if (me.auth) {
+      $("user").textContent = `${me.user} (${me.role})`;
+      $("logout").hidden = false;
+    }
+  } catch (err) {
+    console.warn(err);
+  }
+}
+
 async function refreshReplays() {
+  if (!mayReplays) return;
   try {
     const { jobs } = await getJSON("/api/replays");
     $("replays-panel").hidden = jobs.length === 0;
@@ -288,5 +311,5 @@ function every(ms, fn) {
 every(1000, () => { $("clock").textContent = new Date().toLocaleTimeString([], { hour12: false }); });
 every(POLL_MS, refreshCameras);
 every(POLL_MS, refreshHealth);
-every(REPLAYS_MS, refreshReplays);
+whoAmI().then(() => every(REPLAYS_MS, refreshReplays));
 followEvents();
