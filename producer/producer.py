@@ -2,8 +2,11 @@
 
 ``live`` mode paces a file at its frame rate and trims the stream (``MAXLEN ~``); frames
 that cannot be written while Redis is away are dropped and counted. ``replay`` mode loses
-nothing: it waits while the pose stage lags (backpressure) and while Redis is away, and
-runs as fast as the queue takes frames unless ``fps`` is given.
+nothing: it waits while a consumer group of the stream lags (backpressure: the pose stage,
+and the archiver, whose unstored frames the pose stage does not trim) and while Redis is
+away, and runs as fast as the queue takes frames unless ``fps`` is given. With
+``durable_frames`` each frame is confirmed durable (:mod:`shared.durability`) before the next
+one, in either mode: written and confirmed again until it is, never skipped.
 
 A producer carries an epoch (DESIGN.md invariant 7): each start increments the camera's
 ``epoch`` in Redis and continues its ``seq`` after the last one published, so a restarted

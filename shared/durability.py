@@ -11,7 +11,9 @@ fails, where a bare ``WAIT`` on the new primary would confirm nothing), then a s
 every earlier write of that node), then ``WAIT replicas ms`` and ``WAITAOF 1 0 ms``. Anything
 short of that — a timeout, fewer replicas, AOF off, a missing guard — is a reason, and the
 writer retries (never acknowledges, never drops); each outcome is counted in
-``actionstream_durable_waits_total{stream,outcome}``.
+``actionstream_durable_waits_total{stream,outcome}``. Frames (``durable_frames``) have no
+guard: their check is that the producer hash's ``seq``, written by the same script as the
+frame, has reached the frame's (``must_reach``).
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ def test_the_producer_moves_on_only_once_a_frame_is_on_disk_and_frames_survive_a
     server = RedisServer(data_dir=data, persist=False).start()  # AOF off: WAITAOF cannot confirm
     try:
         r = redis.Redis.from_url(server.url)
-        settings = load_settings(redis_url=server.url, mode="replay", replay_max_lag=1000, durable_frames=True,
-                                 redis_wait_aof=True, redis_wait_ms=50)
+        settings = load_settings(redis_url=server.url, mode="replay", replay_max_lag=1000,
+                                 durable_frames=True, redis_wait_aof=True, redis_wait_ms=50)
         producer = Producer(settings, make_camera(id=CAM, source=video, width=80))
         start, confirmed = _waits("unconfirmed"), _waits("confirmed")
         thread = threading.Thread(target=producer.run, kwargs={"max_frames": FRAMES}, daemon=True)
@@ -74,7 +74,8 @@ def test_without_the_setting_frames_are_not_waited_on(tmp_path):
     server = RedisServer(data_dir=tmp_path / "redis", persist=False).start()
     try:
         r = redis.Redis.from_url(server.url)
-        settings = load_settings(redis_url=server.url, mode="replay", replay_max_lag=1000, redis_wait_aof=True)
+        settings = load_settings(redis_url=server.url, mode="replay", replay_max_lag=1000,
+                                 redis_wait_aof=True)
         before = _waits("unconfirmed") + _waits("confirmed")
         assert Producer(settings, make_camera(id=CAM, source=video, width=80)).run(max_frames=5) == 0
         assert [s for kind, s in _seqs(r) if kind == "Frame"] == list(range(5))

@@ -48,7 +48,8 @@ def test_a_finished_replay_is_purged_after_its_retention_by_one_worker(r, procs)
 
     time.sleep(max(0.0, ended + RETENTION_S - 1.5 - time.time()))  # within its retention: kept
     assert r.hexists(keys.JOBS_KEY, done) and keys.frames_stream(camera).encode() in _keys_of(r, camera)
-    assert wait_until(lambda: not r.hexists(keys.JOBS_KEY, done), 30), procs.log("jobs-1") + procs.log("jobs-2")
+    assert wait_until(lambda: not r.hexists(keys.JOBS_KEY, done), 30), procs.log("jobs-1") + \
+        procs.log("jobs-2")
     assert time.time() >= ended + RETENTION_S
     assert wait_until(lambda: not r.hexists(keys.JOB_STATES_KEY, done), 5)
     assert _keys_of(r, camera) == set() and not r.exists(result)

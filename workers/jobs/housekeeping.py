@@ -165,7 +165,8 @@ class Housekeeper:
             try:
                 self.run_once()
             except CONNECTION_ERRORS as exc:
-                log.warning("housekeeping: redis unreachable (%s); next round in %.0f s", exc, self.interval_s)
+                log.warning("housekeeping: redis unreachable (%s); next round in %.0f s", exc,
+                            self.interval_s)
             except Exception:  # a bug must not end the thread: the next round tries again
                 log.exception("housekeeping failed; next round in %.0f s", self.interval_s)
             self._stop.wait(self.interval_s)

@@ -43,6 +43,17 @@ def test_dead_letters_on_a_cluster_are_trimmed_by_their_node_clock(rc):
     assert housekeeping.trim_dead_letters(rc, max_age_s=0) == 4 and rc.xlen(keys.DEADLETTER_STREAM) == 0
 
 
+def test_idle_consumers_on_a_cluster_are_found_on_every_node(rc):
+    streams = [keys.frames_stream(f"cam-{i}") for i in range(6)]  # spread over the primaries
+    for stream in streams:
+        ensure_group(rc, stream, keys.POSE_GROUP)
+        rc.xadd(stream, {"seq": 0})
+        _read(rc, stream, keys.POSE_GROUP, "pose-host-1", ack=True)
+    time.sleep(0.3)
+    removed = housekeeping.drop_idle_consumers(rc, idle_s=0.2)
+    assert sorted(removed) == sorted(f"{s} pose/pose-host-1" for s in streams)
+
+
 def _read(r, stream: str, group: str, consumer: str, ack: bool) -> None:
     for _, entries in r.xreadgroup(group, consumer, {stream: ">"}, count=1):
         for entry_id, _ in entries:
@@ -83,3 +94,12 @@ def test_one_sweep_per_interval_however_many_workers(r, redis_url):
     assert swept[0].dead_letters == 2 and r.get(housekeeping.LOCK_KEY) == b"jobs-0"
     time.sleep(2.2)  # the interval has passed: the next worker to try sweeps
     assert keepers[2].run_once() == housekeeping.Swept()
+
+
+def test_a_dead_workers_heartbeat_is_gone_one_ttl_after_its_last_beat(r):
+    from shared import heartbeat
+
+    heartbeat.beat(r, "pose-host-7", "pose", {"frames": 1}, ["cam-1"], time.time(), ttl_s=0.5)  # then dies
+    assert heartbeat.live_workers(r, "pose") == 1
+    time.sleep(0.8)
+    assert heartbeat.live_workers(r, "pose") == 0 and not r.exists(keys.worker_key("pose-host-7"))
