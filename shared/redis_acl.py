@@ -20,6 +20,9 @@ from typing import Optional
 log = logging.getLogger(__name__)
 
 ROLES = ("producer", "pose", "action", "alerts", "history", "web", "archive", "jobs")
+# the users of no actionstream process: operators (admin), and KEDA's Redis Streams scaler on
+# Kubernetes (keda: reads the consumer groups' lag, nothing else)
+OTHER_USERS = ("admin", "keda")
 DEFAULT_ACL = Path(__file__).resolve().parent.parent / "deploy" / "redis" / "users.acl"
 
 
@@ -45,7 +48,7 @@ def render(template: str, passwords: dict[str, str]) -> str:
 def secrets_in(folder: Path, users: Optional[list[str]] = None) -> dict[str, str]:
     """The password of each user with a file ``redis-<user>`` in ``folder``."""
     found = {}
-    for name in users or [*ROLES, "admin"]:
+    for name in users or [*ROLES, *OTHER_USERS]:
         path = folder / f"redis-{name}"
         if path.is_file():
             found[name] = path.read_text().strip()

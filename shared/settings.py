@@ -163,8 +163,9 @@ class Settings(BaseSettings):
     stride: int = Field(15, ge=1)  # steps at the model card's fps (30: 0.5 s), not source frames
     min_frames: int = Field(32, ge=4)  # steps at the card's fps
     alert_labels: list[str] = ["falling", "fallen"]
-    alert_threshold: float = Field(0.5, ge=0, le=1)
-    alert_consecutive: int = Field(2, ge=1)
+    # chosen on the fall model's cross-validation (README: The fall model): <= 1 false alert/hour
+    alert_threshold: float = Field(0.8, ge=0, le=1)
+    alert_consecutive: int = Field(3, ge=1)
     alert_cooldown_s: float = Field(10.0, ge=0)
     fallen_after_s: float = Field(10.0, gt=0)  # source seconds down after `falling` -> `fallen`
     # `falling` is raised only when the window ends with the person down (workers.action.confirm)

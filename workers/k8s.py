@@ -1,8 +1,10 @@
 """Kubernetes manifests made from a cameras file: producers, and KEDA autoscaling of the workers.
 
 ``actionstream k8s producers --cameras deploy/k8s/cameras.yaml`` writes a producer Deployment
-per camera. ``actionstream k8s scaledobjects --cameras deploy/k8s/cameras.yaml`` writes a
-``TriggerAuthentication`` (the Redis password from a Secret) and one ``ScaledObject`` per stage.
+per camera, each talking to Redis as the ACL user ``producer`` with its password from the Secret
+``actionstream-redis-users``. ``actionstream k8s scaledobjects --cameras deploy/k8s/cameras.yaml``
+writes a ``TriggerAuthentication`` (KEDA reads Redis as the ACL user ``keda``: its name and
+password from that Secret) and one ``ScaledObject`` per stage.
 KEDA's ``redis-streams`` scaler watches one stream and one consumer group per trigger, and the
 streams are per camera (``actionstream:frames:{cam}`` read by the group ``pose``,
 ``actionstream:skeletons:{cam}`` by ``action``), so each ScaledObject has one trigger per
@@ -37,8 +39,13 @@ if TYPE_CHECKING:
 
 KEDA_API = "keda.sh/v1alpha1"
 AUTH_NAME = "actionstream-redis"  # the TriggerAuthentication
-SECRET_NAME = "actionstream-redis"  # the Secret the workers read ACTIONSTREAM_REDIS_URL from
-PASSWORD_KEY = "REDIS_PASSWORD"  # the Secret's key KEDA reads the Redis password from
+# the Secret of the Redis ACL users' passwords (deploy/redis/users.acl), a key redis-<user> each
+# (what shared.redis_acl renders the ACL file from), and keda-username: the user KEDA reads as
+SECRET_NAME = "actionstream-redis-users"
+CONFIG_NAME = "actionstream"  # the ConfigMap of the settings every process shares (ACTIONSTREAM_REDIS_URL)
+KEDA_USER = "keda"
+USERNAME_KEY = "keda-username"  # the Secret's key KEDA reads its Redis user name from
+PASSWORD_KEY = f"redis-{KEDA_USER}"  # ... and its password
 _ADDRESS_RE = re.compile(r"^[^:,\s]+:[0-9]{1,5}$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 # stage -> (Deployment it scales, consumer group, stream of a camera)
@@ -122,10 +129,20 @@ def scaled_object(stage: str, cameras: Sequence[str], plan: ScalePlan) -> dict:
 
 
 def trigger_authentication() -> dict:
+    """KEDA reads the lags as the Redis ACL user ``keda`` (XINFO GROUPS on the input streams only)."""
     return {"apiVersion": KEDA_API, "kind": "TriggerAuthentication",
             "metadata": {"name": AUTH_NAME, "labels": {"app": "actionstream"}},
-            "spec": {"secretTargetRef": [{"parameter": "password", "name": SECRET_NAME,
-                                          "key": PASSWORD_KEY}]}}
+            "spec": {"secretTargetRef": [
+                {"parameter": "username", "name": SECRET_NAME, "key": USERNAME_KEY},
+                {"parameter": "password", "name": SECRET_NAME, "key": PASSWORD_KEY}]}}
+
+
+def redis_env(user: str) -> list[dict]:
+    """The env of a container talking to Redis as the ACL user ``user``: its name, and its
+    password from the key ``redis-<user>`` of the Secret (never the manifest's)."""
+    return [{"name": "ACTIONSTREAM_REDIS_USERNAME", "value": user},
+            {"name": "ACTIONSTREAM_REDIS_PASSWORD",
+             "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": f"redis-{user}"}}}]
 
 
 def scaled_objects(cameras: Sequence[str], plan: ScalePlan = ScalePlan()) -> list[dict]:
@@ -174,7 +191,8 @@ def producer(camera: Camera) -> dict:
                  "selector": {"matchLabels": dict(labels)},
                  "template": {"metadata": {"labels": dict(labels)}, "spec": {"containers": [{
                      "name": "producer", "image": "actionstream:latest", "args": args,
-                     "envFrom": [{"secretRef": {"name": SECRET_NAME}}]}]}}},
+                     "envFrom": [{"configMapRef": {"name": CONFIG_NAME}}],
+                     "env": redis_env("producer")}]}}},
     }
 
 

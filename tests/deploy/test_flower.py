@@ -116,4 +116,4 @@ def test_compose_runs_the_flower_tested_here():
     assert flower["build"]["args"]["EXTRA"] == "ops"
     assert flower["environment"]["ACTIONSTREAM_REDIS_URL"] == services["alerts-worker"]["environment"][
         "ACTIONSTREAM_REDIS_URL"]
-    assert flower["ports"] == ["5555:5555"] and "--port=5555" in flower["command"]
+    assert flower["ports"] == ["127.0.0.1:5555:5555"] and "--port=5555" in flower["command"]  # loopback only

@@ -22,6 +22,7 @@ from workers import k8s
 BASE = ROOT / "deploy" / "k8s"
 DELETE = object()
 ARCHIVE_CLAIM = "actionstream-archive"
+CLAIMS = [ARCHIVE_CLAIM, "actionstream-history", "actionstream-redis"]  # the archive, the events, Redis
 EXTERNAL_CLAIMS = {"actionstream-models"}  # the site's: the models (`actionstream models fetch`)
 
 
@@ -40,9 +41,9 @@ def test_the_base_holds_the_workers_producers_and_their_autoscaling(base):
     cameras = [c.id for c in load_camera_file(BASE / "cameras.yaml")]
     assert ("Namespace", "actionstream") in kinds
     for name in ("actionstream-pose", "actionstream-action", "actionstream-alerts", "actionstream-archive",
-                 "actionstream-jobs-worker"):
+                 "actionstream-jobs-worker", "actionstream-web", "redis"):
         assert ("Deployment", name) in kinds
-    assert [n for k, n in kinds if k == "PersistentVolumeClaim"] == [ARCHIVE_CLAIM]
+    assert [n for k, n in kinds if k == "PersistentVolumeClaim"] == CLAIMS
     assert [n for k, n in kinds if k == "ScaledObject"] == ["actionstream-action", "actionstream-pose"]
     assert [n for k, n in kinds if k == "TriggerAuthentication"] == [k8s.AUTH_NAME]
     assert len([n for k, n in kinds if n.startswith("actionstream-producer-")]) == len(cameras) > 1
@@ -68,9 +69,14 @@ def test_every_manifest_file_is_in_the_base():
 def test_references_resolve(base):
     deployments = {d["metadata"]["name"]: d for d in base if d["kind"] == "Deployment"}
     auths = {d["metadata"]["name"]: d for d in base if d["kind"] == "TriggerAuthentication"}
-    secrets = {ref["secretRef"]["name"] for d in deployments.values()
+    secrets = {e["valueFrom"]["secretKeyRef"]["name"] for d in deployments.values()
+               for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
+               if "secretKeyRef" in e.get("valueFrom", {})}
+    assert secrets == {k8s.SECRET_NAME}  # the Redis users' passwords (tests/deploy/test_closed_by_default.py)
+    configs = {ref["configMapRef"]["name"] for d in deployments.values()
                for c in d["spec"]["template"]["spec"]["containers"] for ref in c.get("envFrom", [])}
-    assert secrets == {k8s.SECRET_NAME}
+    assert configs == {k8s.CONFIG_NAME} and ("ConfigMap", k8s.CONFIG_NAME) in \
+        {(d["kind"], d["metadata"]["name"]) for d in base}
     for auth in auths.values():
         assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == secrets
     cameras = [c.id for c in load_camera_file(BASE / "cameras.yaml")]
@@ -133,7 +139,7 @@ def archive_mount(dep: dict) -> tuple[str, bool, dict]:
     """(claim, read-only, env) of the volume mounted at the container's ACTIONSTREAM_ARCHIVE_DIR."""
     pod = dep["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
     assert "ACTIONSTREAM_ARCHIVE_DIR" in env, f"{dep['metadata']['name']}: no ACTIONSTREAM_ARCHIVE_DIR"
     path = env["ACTIONSTREAM_ARCHIVE_DIR"]
     mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == path]

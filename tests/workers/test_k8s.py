@@ -34,8 +34,9 @@ def test_scaled_objects(cams, plan, trigger_type, server, extra, most):
     for doc in docs:
         validate(doc)
     (auth,) = [d for d in docs if d["kind"] == "TriggerAuthentication"]
-    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "actionstream-redis",
-                                                 "key": "REDIS_PASSWORD"}]
+    assert auth["spec"]["secretTargetRef"] == [  # KEDA is the Redis ACL user keda
+        {"parameter": "username", "name": "actionstream-redis-users", "key": "keda-username"},
+        {"parameter": "password", "name": "actionstream-redis-users", "key": "redis-keda"}]
     for stage, group, stream, lag, target in (
             ("pose", keys.POSE_GROUP, keys.frames_stream, plan.pose_lag, "actionstream-pose"),
             ("action", keys.ACTION_GROUP, keys.skeletons_stream, plan.action_lag, "actionstream-action")):
@@ -83,6 +84,12 @@ def test_producers(camera, name, args):
     assert doc["metadata"]["name"] == name
     assert doc["spec"]["selector"]["matchLabels"]["camera"] == camera.id
     assert doc["spec"]["replicas"] == 1
+    # the Redis ACL user producer, its password from the Secret (never in the manifest)
+    assert container["envFrom"] == [{"configMapRef": {"name": "actionstream"}}]
+    assert container["env"] == [
+        {"name": "ACTIONSTREAM_REDIS_USERNAME", "value": "producer"},
+        {"name": "ACTIONSTREAM_REDIS_PASSWORD",
+         "valueFrom": {"secretKeyRef": {"name": "actionstream-redis-users", "key": "redis-producer"}}}]
 
 
 @pytest.mark.parametrize("ids, error", [

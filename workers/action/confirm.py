@@ -38,11 +38,11 @@ class Confirmation:
     """The thresholds of :func:`confirm` (see the module doc); ``enabled`` False: all pass."""
 
     enabled: bool = True
-    tail_s: float = 0.3
-    down_angle: float = 45.0
-    down_aspect: float = 1.0
-    drop: float = 0.25
-    min_body_px: float = 0.0
+    tail_s: float = 0.6
+    down_angle: float = 60.0
+    down_aspect: float = 1.2
+    drop: float = 0.35
+    min_body_px: float = 0.0  # 60 cut one more false alert in 4.6 h but lost a far-away fall
     min_joints: float = 0.0
 
 
@@ -59,7 +59,7 @@ def _mid(xy: np.ndarray, seen: np.ndarray, joints: tuple[int, int]) -> Optional[
 
 
 def features(data: np.ndarray, frames: int, width: int, height: int, fps: float,
-             tail_s: float = 0.3) -> dict:
+             tail_s: float = 0.6) -> dict:
     """What :func:`confirm` reads of a window ``(3, T, V, M)`` (``frames`` valid steps at
     ``fps``): ``angle`` (median torso angle in the tail, degrees, None unseen), ``aspect``
     (median box width / height in the tail), ``drop`` (the hips' fall from the window's highest

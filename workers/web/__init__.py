@@ -6,4 +6,6 @@ snapshots, worker and stream health. FastAPI, static HTML/CSS/JS served by the a
 * :mod:`workers.web.data` — reading Redis (and the event history, when there is one)
 * :mod:`workers.web.app` — the FastAPI application and its routes
 * :mod:`workers.web.server` — binding the port and running uvicorn
+* :mod:`workers.web.auth` — login: sessions, bearer tokens, roles, the login rate limit
+* :mod:`workers.web.users_cli` — ``actionstream users`` (users in :mod:`workers.history.users`)
 """

@@ -112,7 +112,7 @@ def run_eval(args) -> int:
     cfg = replace(cfg, window=clf.card.window, fps=clf.card.fps, classes=tuple(clf.card.labels),
                   num_person=clf.card.num_person)
     clips = load(args)
-    clips = [c for c in clips if (not args.only or c.name in args.only)
+    clips = [c for c in clips if (not args.only or c.name in args.only) and c.name not in args.hold_out
              and (not args.datasets or c.dataset in args.datasets)]
     scored = cached_scores(args.scores, clips, cfg, lambda todo: score_onnx(clf, todo, cfg))
     rule = default_rule()
