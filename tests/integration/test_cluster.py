@@ -26,7 +26,7 @@ from shared import codec, heartbeat, keys
 from shared.redisio import ensure_group
 from shared.schemas import Event, Skeletons
 from shared.settings import Settings
-from tests.conftest import ROOT, shared_path
+from tests.conftest import ROOT, shared_path, SHORT_CLIP_RULE
 from tests.webhook_receiver import WebhookReceiver, planned
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,8 @@ def _up(url: str, clips: dict[str, str], *extra: str) -> subprocess.Popen:
     argv = [sys.executable, "-m", "workers.cli", "up", "--no-progress", "--no-web", "--redis", url]
     for cam, clip in clips.items():
         argv += ["--source", str(shared_path("data", "urfd", clip)), "--camera", cam]
-    env = dict(os.environ, ACTIONSTREAM_SHARED_DIR=str(shared_path()), ACTIONSTREAM_LEASE_TTL_S="3")
+    env = dict(os.environ, ACTIONSTREAM_SHARED_DIR=str(shared_path()), ACTIONSTREAM_LEASE_TTL_S="3",
+               **SHORT_CLIP_RULE)
     return subprocess.Popen([*argv, *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -226,6 +227,7 @@ def test_the_archive_of_a_cluster_run_replays_as_a_celery_job_to_the_live_events
     clips = {cam: CLIPS[cam] for cam in ("cam-a", "cam-b")}  # two primaries
     env = dict(os.environ, ACTIONSTREAM_REDIS_URL=cluster.url, ACTIONSTREAM_BROKER_URL=redis_url,
                ACTIONSTREAM_SHARED_DIR=str(shared_path()), ACTIONSTREAM_DATA_DIR=str(tmp_path / "data"),
+               **SHORT_CLIP_RULE,
                ACTIONSTREAM_LEASE_TTL_S="2", ACTIONSTREAM_SNAPSHOT_FRAMES="1000",
                ACTIONSTREAM_MAX_LAG_S="120", ACTIONSTREAM_THREADS="1", ACTIONSTREAM_LOG_LEVEL="INFO")
     procs = Procs(tmp_path, env)

@@ -79,7 +79,11 @@ def procs(r, redis_url, tmp_path):
     env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url, ACTIONSTREAM_SHARED_DIR=str(shared_path()),
                ACTIONSTREAM_DATA_DIR=str(tmp_path / "data"), ACTIONSTREAM_LEASE_TTL_S="2",
                ACTIONSTREAM_JOBS_VISIBILITY_TIMEOUT_S="4", ACTIONSTREAM_SNAPSHOT_FRAMES="1000",
-               ACTIONSTREAM_MAX_LAG_S="120", ACTIONSTREAM_THREADS="1", ACTIONSTREAM_LOG_LEVEL="INFO")
+               ACTIONSTREAM_MAX_LAG_S="120", ACTIONSTREAM_THREADS="1", ACTIONSTREAM_LOG_LEVEL="INFO",
+               # the rule alone decides here, 0.5 x 2 (first_falling reads the scores; the posture
+               # confirmation is tested in tests/workers/action/test_confirm.py)
+               ACTIONSTREAM_CONFIRM_FALLS="false", ACTIONSTREAM_ALERT_THRESHOLD="0.5",
+               ACTIONSTREAM_ALERT_CONSECUTIVE="2")
     p = Procs(tmp_path, env)
     yield p
     p.stop()

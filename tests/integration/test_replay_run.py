@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import pytest
 
 from shared import keys
-from tests.conftest import ROOT, shared_path
+from tests.conftest import ROOT, shared_path, SHORT_CLIP_RULE
 from tests.integration.test_replay_jobs import NO_PIPELINE, Procs, published, state
 from tests.integration.test_up import _up
 from tests.procs import MARKER_VAR, family, new_marker, wait_pids_gone, wait_until
@@ -42,7 +42,8 @@ def archived(tmp_path_factory):
     """``up --archive DIR`` on a fall clip, ended: (the archive directory, the run's events)."""
     tmp = tmp_path_factory.mktemp("up-archive")
     archive, ev = tmp / "archive", tmp / "ev.jsonl"
-    env = {"ACTIONSTREAM_SHARED_DIR": str(shared_path()), "ACTIONSTREAM_DATA_DIR": str(tmp / "data")}
+    env = {"ACTIONSTREAM_SHARED_DIR": str(shared_path()), "ACTIONSTREAM_DATA_DIR": str(tmp / "data"),
+           **SHORT_CLIP_RULE}
     proc = _up("--source", str(shared_path("data", "urfd", "fall-16-cam0.mp4")), "--camera", CAMERA,
                "--crop", "320,0,320,240", "--no-web", "--no-history", "--events-out", str(ev),
                "--archive", str(archive), env=env, timeout=180)
@@ -55,6 +56,7 @@ def archived(tmp_path_factory):
 def _replay_run(tmp, *args, marker=None, timeout=180) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "ACTIONSTREAM_REDIS_URL"}  # no Redis runs
     env.update(ACTIONSTREAM_SHARED_DIR=str(shared_path()), ACTIONSTREAM_DATA_DIR=str(tmp / "data"),
+               **SHORT_CLIP_RULE,
                ACTIONSTREAM_THREADS="1", **({MARKER_VAR: marker} if marker else {}))
     return subprocess.run([sys.executable, "-m", "workers.cli", "replay", "run", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -109,7 +111,8 @@ def test_bad_input_echoes_the_times_as_typed_and_the_directory_looked_in(archive
 
 @pytest.fixture
 def procs(r, redis_url, tmp_path):
-    env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url, ACTIONSTREAM_SHARED_DIR=str(shared_path()),
+    env = dict(os.environ, **SHORT_CLIP_RULE, ACTIONSTREAM_REDIS_URL=redis_url,
+               ACTIONSTREAM_SHARED_DIR=str(shared_path()),
                ACTIONSTREAM_DATA_DIR=str(tmp_path / "data"), ACTIONSTREAM_LEASE_TTL_S="2",
                ACTIONSTREAM_JOBS_VISIBILITY_TIMEOUT_S="4", ACTIONSTREAM_THREADS="1",
                ACTIONSTREAM_LOG_LEVEL="INFO")

@@ -9,7 +9,7 @@ import pytest
 from producer.producer import Producer
 from shared import codec, keys
 from shared.settings import load_settings, make_camera
-from tests.conftest import shared_path
+from tests.conftest import shared_path, SHORT_CLIP_RULE
 from tests.integration.test_up import _up
 from workers.archive.reader import ArchiveReader
 from workers.archive.storage import LocalStorage
@@ -41,7 +41,8 @@ def test_up_archive_keeps_every_frame_skeleton_and_event_of_the_run(tmp_path):
     video = shared_path("data", "urfd", "fall-16-cam0.mp4")  # the shortest UR Fall clip: 55 frames
     clip = [image[:, 320:640] for image in _clip_frames(video)]  # its right-hand view (--crop)
     archive, ev = tmp_path / "archive", tmp_path / "ev.jsonl"
-    env = {"ACTIONSTREAM_SHARED_DIR": str(shared_path()), "ACTIONSTREAM_DATA_DIR": str(tmp_path / "data")}
+    env = {"ACTIONSTREAM_SHARED_DIR": str(shared_path()), "ACTIONSTREAM_DATA_DIR": str(tmp_path / "data"),
+           **SHORT_CLIP_RULE}
     proc = _up("--source", str(video), "--camera", CAMERA, "--crop", "320,0,320,240", "--no-web",
                "--no-history", "--events-out", str(ev), "--archive", str(archive), env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -81,7 +82,8 @@ def test_up_archive_beside_another_archiver_is_refused(tmp_path, redis_url, r, o
     directory = tmp_path / ("held" if other_archiver == "on the directory" else "archive")
     try:
         proc = _up("--source", str(video), "--pose-only", "--no-web", "--no-history", "--redis", redis_url,
-                   "--archive", str(directory), env={"ACTIONSTREAM_SHARED_DIR": str(shared_path())},
+                   "--archive", str(directory),
+                   env={"ACTIONSTREAM_SHARED_DIR": str(shared_path()), **SHORT_CLIP_RULE},
                    timeout=60)
     finally:
         held.close()

@@ -227,8 +227,9 @@ def _print(rows: list[dict], best: dict, default: Optional[dict]) -> None:
     from workers.action.stgcn import metrics
 
     for r in rows:
+        is_default = default is not None and all(r[k] == default[k] for k in ("threshold", "consecutive"))
         mark = ("  <- fewest false alerts" if r is best else "") + (
-            "  <- the default rule" if r is default else "")
+            "  <- the default rule" if is_default else "")
         print(_brief(r) + mark)
     if default:
         print(metrics.table({"all": default, **default.get("by_source", {}), **default["by_dataset"]}))
