@@ -11,6 +11,7 @@ secret files (``redis-<user>`` in a folder: Docker or Kubernetes secrets), never
 from __future__ import annotations
 
 import argparse
+import os
 import hashlib
 import logging
 import sys
@@ -60,10 +61,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--secrets", required=True, type=Path, help="folder of redis-<user> password files")
     p.add_argument("--acl", type=Path, default=DEFAULT_ACL, help="the ACL template (deploy/redis/users.acl)")
     p.add_argument("--out", required=True, type=Path, help="the ACL file Redis loads (--aclfile)")
+    p.add_argument("--owner", type=int, help="the uid (and gid) Redis runs as, who must read the file "
+                   "(the valkey image drops to 999); default: the writer's")
     args = p.parse_args(argv)
     passwords = secrets_in(args.secrets)
     args.out.write_text(render(args.acl.read_text(), passwords))
     args.out.chmod(0o600)
+    if args.owner is not None:
+        os.chown(args.out, args.owner, args.owner)
     print(f"{args.out}: users on: {', '.join(sorted(passwords)) or 'none'}", file=sys.stderr)
     return 0
 

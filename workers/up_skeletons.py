@@ -23,10 +23,11 @@ from typing import Optional
 
 from shared import keys
 from shared.redis_server import RedisServer
-from shared.redisio import connect, group_lag, redact
+from shared.redisio import connect, redact
 from shared.settings import SettingsError, load_settings
 from workers.exports import Collector, events_stream_end, write_events, write_skeletons
 from workers.supervisor import ProcSpec, Supervisor, child_env
+from workers.up import Terminated, _drain_history, _start_history, _start_web, _terminate
 
 log = logging.getLogger(__name__)
 
@@ -129,55 +130,6 @@ def _replay(r, settings, spec, sup: Supervisor, collector: Collector, total: int
         bar.update(collector.frames_done() - bar.n)
         bar.close()
     return state
-
-
-class Terminated(Exception):
-    """SIGTERM: stop everything as on Ctrl-C."""
-
-
-def _terminate(*_) -> None:
-    raise Terminated()
-
-
-def _start_web(args, env: dict[str, str]) -> Optional[Supervisor]:
-    """The web page (unless ``--no-web``) on ``--web-port`` or a free port; its URL printed."""
-    if getattr(args, "no_web", True):
-        return None
-    from workers.web.server import WebSupervisor, bind_preferred, page_url
-
-    sock = bind_preferred(args.web_host, args.web_port)
-    web = WebSupervisor(sock, env)
-    web.start()
-    print(f"web page: {page_url(args.web_host, sock.getsockname()[1])}", flush=True)
-    return web
-
-
-def _start_history(args, settings, env: dict[str, str]) -> Optional[Supervisor]:
-    """The event history recorder (unless ``--no-history``); its location printed."""
-    if getattr(args, "no_history", True):
-        return None
-    from workers.history.store import history_location
-
-    url, snapshots = history_location(settings)
-    history = Supervisor([ProcSpec("history", ["history"])], env)
-    history.start()
-    print(f"event history: {redact(url)} (snapshots in {snapshots}); "
-          "`actionstream events --since 1h` lists it", flush=True)
-    return history
-
-
-def _drain_history(r, history: Optional[Supervisor], events: int, timeout_s: float = 30.0) -> None:
-    """Wait until the recorder has stored every event of the stream."""
-    if history is None or not events:
-        return
-    from workers.history.recorder import HISTORY_GROUP
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and history.poll():
-        if group_lag(r, keys.EVENTS_STREAM, HISTORY_GROUP) == 0:
-            return
-        time.sleep(0.1)
-    log.warning("up: the event history has not stored every event of the run (see its log)")
 
 
 def run_up_skeletons(args) -> int:

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import pytest
 
 from shared import keys
-from tests.conftest import ROOT, shared_path, SHORT_CLIP_RULE
+from tests.conftest import ROOT, shared_path
 from tests.integration.test_replay_jobs import NO_PIPELINE, Procs, published, state
 from tests.integration.test_up import _up
 from tests.procs import MARKER_VAR, family, new_marker, wait_pids_gone, wait_until
@@ -35,6 +35,9 @@ pytestmark = pytest.mark.integration
 
 CAMERA = "urfd-16"
 FRAMES = 55  # fall-16, the shortest UR Fall clip
+# it ends 0.3 s after its fall, too soon for the default 3 windows in a row: 2 here, so that a
+# replay with --consecutive 1 can raise it a window earlier
+SHORT_CLIP_RULE = {"ACTIONSTREAM_ALERT_CONSECUTIVE": "2"}
 
 
 @pytest.fixture(scope="module")
