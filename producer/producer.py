@@ -8,7 +8,7 @@ away, and runs as fast as the queue takes frames unless ``fps`` is given. With
 ``durable_frames`` each frame is confirmed durable (:mod:`shared.durability`) before the next
 one, in either mode: written and confirmed again until it is, never skipped.
 
-A producer carries an epoch (DESIGN.md invariant 7): each start increments the camera's
+A producer carries an epoch (ARCHITECTURE.md, invariant 4): each start increments the camera's
 ``epoch`` in Redis and continues its ``seq`` after the last one published, so a restarted
 producer is not ignored downstream (stages drop a seq that is not after the last one).
 Live frames are stamped at capture time. A file read as fast as the queue takes it

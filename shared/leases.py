@@ -1,4 +1,4 @@
-"""Leases with fencing tokens: one owner per camera per stage (DESIGN.md invariant 2).
+"""Leases with fencing tokens: one owner per camera per stage (ARCHITECTURE.md, invariant 2).
 
 A lease is a key set with a TTL whose value is ``<worker id>|<token>``; the token comes
 from a per-camera counter INCR'd at each acquisition, so two holders in time never share

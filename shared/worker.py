@@ -311,7 +311,7 @@ class StageWorker:
             or self._xread(fresh, block=self.settings.block_ms)  # nothing anywhere: wait for either
 
     def _read_live_first(self, live: dict[str, str], replay: dict[str, str]) -> list[Entry]:
-        """Live precedence (DESIGN.md invariant 8), without blocking: the live cameras' new
+        """Live precedence (ARCHITECTURE.md, the flow), without blocking: the live cameras' new
         entries first; replay cameras only when no live entry is waiting, one entry per
         replay stream while this worker serves live cameras (a live frame arriving meanwhile
         waits for at most that much replay work), whole batches when it serves none. So a

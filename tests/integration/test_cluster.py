@@ -1,7 +1,7 @@
 """The pipeline on a real Redis Cluster (3 primaries, 3 replicas, from the shipped server
 binary): cameras on three different primaries, and a primary SIGKILLed mid-run.
 
-What a failover can lose (DESIGN.md, "Past one machine"): replication is asynchronous, so
+What a failover can lose (README, "Redis Cluster"): replication is asynchronous, so
 writes a primary acknowledged but had not yet sent to its replica die with it. Every key
 of a camera sits on one slot, so the promoted replica holds a *prefix* of that camera's
 history, and a fenced write (outputs + state + acks in one script) is replicated whole or

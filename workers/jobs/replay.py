@@ -1,7 +1,7 @@
 """The pure core of a replay job: its spec, pacing (clock injected), progress and ETA, and
 the checkpoint that makes a resumed job publish every frame exactly once.
 
-A replay is a camera of its own (``<camera>~<job>``, DESIGN.md invariant 8). It reads a
+A replay is a camera of its own (``<camera>~<job>``, ARCHITECTURE.md, the flow). It reads a
 source (a camera's archive between two times, a video file, a folder of them), publishes
 its items into the pose stage (frames) or the action stage (archived skeletons), at the
 original speed, N times it, or as fast as the pipeline takes it (``speed`` 0: backpressure
