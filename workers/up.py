@@ -15,7 +15,6 @@ stages finish the batch in hand, and the outputs are written from what went thro
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import socket
@@ -178,11 +177,14 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-def _takes_metrics_port(command: str) -> bool:
-    from workers.cli import build_parser
+# the commands that take --metrics-port (the long-running ones; tests/workers/test_cli.py
+# checks this list against the parser)
+METRICS_COMMANDS = frozenset({"produce", "pose-worker", "action-worker", "history", "web", "archive",
+                              "alerts", "alerts-worker", "jobs-worker"})
 
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return "--metrics-port" in sub.choices[command]._option_string_actions
+
+def _takes_metrics_port(command: str) -> bool:
+    return command in METRICS_COMMANDS
 
 
 def _give_metrics_ports(specs: list[ProcSpec], settings: Settings, wanted: bool) -> dict[str, str]:

@@ -27,7 +27,7 @@ from shared.redisio import connect, redact
 from shared.settings import SettingsError, load_settings
 from workers.exports import Collector, events_stream_end, write_events, write_skeletons
 from workers.supervisor import ProcSpec, Supervisor, child_env
-from workers.up import Terminated, _drain_history, _start_history, _start_web, _terminate
+from workers.up import Terminated, _drain_history, _start_history, _start_web, _stop_all, _terminate
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +170,7 @@ def run_up_skeletons(args) -> int:
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sup.stop()
-        for proc in (web, history):
-            if proc is not None:
-                proc.stop()
-        if server is not None:
-            server.cleanup()
-        if collector is not None:
-            collector.close()
+        _stop_all(sup, [web, history], server, collector, None)
 
 
 def _write_outputs(args, collector: Collector) -> None:

@@ -215,3 +215,15 @@ def test_up_with_an_action_model_that_cannot_be_loaded(tmp_path):
     assert "INVALID_PROTOBUF" in line
     assert wait_gone(marker) == []
     assert not list(tmp_path.glob("actionstream-redis-*")), list(tmp_path.iterdir())
+
+
+def test_up_knows_which_commands_serve_metrics():
+    """``up`` gives a metrics port to exactly the commands whose parser takes --metrics-port."""
+    import argparse
+
+    from workers.cli import build_parser
+    from workers.up import METRICS_COMMANDS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    serving = {c for c, p in sub.choices.items() if "--metrics-port" in p._option_string_actions}
+    assert METRICS_COMMANDS == serving

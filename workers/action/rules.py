@@ -104,9 +104,7 @@ class Rules:
             index = self._index(rule.label, labels)
             if index is None:
                 continue
-            gate = ((lambda: self.confirm(ref, rule.label))
-                    if self.confirm and ref.camera not in self._unconfirmed else None)
-            event = self._apply(rule, _Span.of(ref), index, float(probs[index]), model_name, gate)
+            event = self._apply(rule, _Span.of(ref), index, float(probs[index]), model_name, ref)
             if event is not None:
                 events.append(event)
         return events
@@ -154,7 +152,7 @@ class Rules:
         self._unconfirmed.discard(camera)
 
     def _apply(self, rule: Rule, ref: "_Span", index: int, score: float, model_name: str,
-               gate: Optional[Callable[[], bool]] = None) -> Optional[Event]:
+               window: Optional[WindowRef] = None) -> Optional[Event]:
         rule = self._camera_rules.get(ref.camera, {}).get(rule.label, rule)
         key = (ref.camera, ref.track_id, rule.label)
         state = self._state.get(key)
@@ -166,8 +164,8 @@ class Rules:
         state.streak += 1
         if state.streak < rule.consecutive:
             return None
-        if gate is not None and not gate():  # not confirmed now: the streak stays for the next
-            return None
+        if window is not None and not self._confirmed(window, rule.label):
+            return None  # not confirmed now: the streak stays for the next window
         if state.last_event_ts is not None and ref.ts_end - state.last_event_ts < rule.cooldown_s:
             log.debug("camera %s track %d: %s %.2f within the %.1f s cooldown", ref.camera,
                       ref.track_id, rule.label, score, rule.cooldown_s)
@@ -178,6 +176,12 @@ class Rules:
                      frame_end=ref.frame_end, ts_start=ref.ts_start, ts_end=ref.ts_end,
                      model=model_name, emitted_at=float(self.clock()),
                      id=event_id(ref.camera, ref.track_id, rule.label, ref.frame_end, ref.run))
+
+    def _confirmed(self, window: WindowRef, label: str) -> bool:
+        """May ``window`` raise ``label`` now (no gate, or a camera without it: yes)?"""
+        if self.confirm is None or window.camera in self._unconfirmed:
+            return True
+        return self.confirm(window, label)
 
     def forget(self, camera: str, track_id: int) -> None:
         """Free one track's state (the track has ended)."""

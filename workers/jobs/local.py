@@ -70,7 +70,7 @@ class StagesWatch:
 
 
 def _progress_bar(job: str, disable: bool):
-    from workers.jobs.cli import progress_bar
+    from workers.jobs.options import progress_bar
 
     bar = progress_bar(f"replay {job}", disable=disable)
     return bar, lambda meta: bar.show(meta, None, meta.get("phase", ""))
@@ -113,7 +113,7 @@ def run_local(args) -> int:
     job, print its events; everything started is stopped however it ends."""
     from shared.redis_server import RedisServer
     from shared.settings import load_settings
-    from workers.jobs.cli import _line, check_source, spec_from_args
+    from workers.jobs.options import check_source, spec_from_args, status_line
     from workers.supervisor import Supervisor, child_env
 
     if args.archive and args.source:
@@ -143,5 +143,5 @@ def run_local(args) -> int:
             server.cleanup()
     doc = dict(summary, source=spec.describe(), target=spec.target, speed=spec.speed or "max",
                progress={"done": summary.get("published"), "total": summary.get("total")})
-    print(_line(doc), file=sys.stderr, flush=True)
+    print(status_line(doc), file=sys.stderr, flush=True)
     return 0 if state == "DONE" else 1

@@ -38,17 +38,27 @@ def test_a_port_in_use_is_a_one_line_error(redis_url, tmp_path):
     assert "--port" in lines[0]
 
 
-def test_sigterm_stops_the_server_with_a_live_connection_open_and_exits_0(redis_url, tmp_path):
+def _serve(redis_url, tmp_path):
+    """``web --no-auth`` on a free loopback port: (the process, its stderr lines as read, the reader)."""
     proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "web", "--port", "0", "--no-auth"],
-                            cwd=ROOT,
-                            env=_env(redis_url, tmp_path), stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=_env(redis_url, tmp_path), stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
+    return proc, lines, reader
+
+
+def _page_url(lines: list[str]) -> str:
+    url = wait_until(lambda: next((m.group(1) for m in map(re.compile(r"page is at (\S+)").search,
+                                                            list(lines)) if m), None), 60)
+    assert url, "".join(lines)
+    return url
+
+
+def test_sigterm_stops_the_server_with_a_live_connection_open_and_exits_0(redis_url, tmp_path):
+    proc, lines, reader = _serve(redis_url, tmp_path)
     try:
-        url = wait_until(lambda: next((m.group(1) for m in map(re.compile(r"page is at (\S+)").search,
-                                                                list(lines)) if m), None), 60)
-        assert url, "".join(lines)
+        url = _page_url(lines)
         assert get_json(url + "api/health")[0] == 200
         import http.client
         from urllib.parse import urlsplit
@@ -78,16 +88,9 @@ def test_sigterm_ends_the_open_live_streams_cleanly_and_logs_no_traceback(r, red
 
     from workers.web.server import GRACEFUL_S
 
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "web", "--port", "0", "--no-auth"],
-                            cwd=ROOT,
-                            env=_env(redis_url, tmp_path), stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
+    proc, lines, reader = _serve(redis_url, tmp_path)
     try:
-        url = wait_until(lambda: next((m.group(1) for m in map(re.compile(r"page is at (\S+)").search,
-                                                                list(lines)) if m), None), 60)
-        assert url, "".join(lines)
+        url = _page_url(lines)
         parts = urlsplit(url)
         streams = []
         for _ in range(2):

@@ -21,13 +21,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from workers.action.stgcn.usage import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(ValueError):
-    """A problem with what the user gave (arguments, files); exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

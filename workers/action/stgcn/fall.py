@@ -3,7 +3,8 @@ that simulates the action worker and its rules, the final model.
 
 Clips come from the pose stage's cached detections, tracked as the pose worker tracks
 (:mod:`workers.action.stgcn.sources`), or from ``actionstream up --skeletons-out`` exports
-(:func:`load_clips`). Each clip is replayed through :class:`workers.action.window.CameraWindows`
+(:func:`workers.action.stgcn.sources.load_export_clips`). Each clip is replayed through
+:class:`workers.action.window.CameraWindows`
 exactly as the action worker does (the card's fps time grid, slot filling, gaps), so the
 training windows are the windows the model will see; the classifier's own preprocessing
 (the card's ``normalisation``, :func:`workers.action.classifier.preprocess`) is applied to
@@ -35,7 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from workers.action.stgcn import metrics
-from workers.action.stgcn.data import EXPORT_SCALE, read_exported_skeletons
+from workers.action.stgcn.data import EXPORT_SCALE
 from workers.action.window import CameraWindows, WindowRef
 
 log = logging.getLogger(__name__)
@@ -110,29 +111,6 @@ def estimate_fall(frames: list, fps: float) -> Optional[tuple[int, int]]:
     start = present[np.argmax(y[present] >= y0 + 0.2 * (y1 - y0))]
     end = present[np.argmax(y[present] >= y0 + 0.8 * (y1 - y0))]
     return ref.frame_start + int(start), ref.frame_start + int(max(end, start))
-
-
-def load_clips(skeleton_dir: str | Path, labels_csv: Optional[str | Path],
-               upfall_csv: Optional[str | Path] = None) -> list[Clip]:
-    """Every ``*.json`` export of ``skeleton_dir`` as a labelled :class:`Clip`
-    (:func:`workers.action.stgcn.sources.label_clip`)."""
-    from workers.action.stgcn.sources import fill_from_trial, label_clip
-    from workers.action.stgcn.upfall import read_upfall_labels
-
-    urfd = read_urfd_labels(labels_csv) if labels_csv else {}
-    upfall = read_upfall_labels(upfall_csv) if upfall_csv else {}
-    clips = []
-    for path in sorted(Path(skeleton_dir).glob("*.json")):
-        upf = upfall.get(path.stem[len("upfall-"):]) if path.stem.startswith("upfall-") else None
-        fps = upf.fps if upf else FPS_OVERRIDE.get(path.stem, 30.0)
-        camera, frames = read_exported_skeletons(path, fps=fps)
-        clip = label_clip(Clip(camera, frames, fps, group=camera), urfd, upfall)
-        if clip is not None:
-            clips.append(clip)
-    fill_from_trial(clips)
-    log.info("%d clips from %s: %d falls, %d negatives", len(clips), skeleton_dir,
-             sum(c.kind == "fall" for c in clips), sum(c.kind == "negative" for c in clips))
-    return clips
 
 
 def make_windows(clip: Clip, window: int, stride: int, min_frames: int, max_idle: int,

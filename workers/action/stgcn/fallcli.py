@@ -16,7 +16,7 @@ import pickle
 import sys
 from typing import Optional
 
-from workers.action.stgcn.cli import EXIT_OK, EXIT_USAGE, UsageError
+from workers.action.stgcn.usage import EXIT_OK, EXIT_USAGE, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def fall_config(args):
 
 def load(args) -> list:
     from workers.action.stgcn import fall
-    from workers.action.stgcn.sources import load_detection_clips
+    from workers.action.stgcn.sources import load_detection_clips, load_export_clips
     from workers.action.stgcn.upfall import read_upfall_labels
 
     if args.detections:
@@ -134,7 +134,7 @@ def load(args) -> list:
         upfall = read_upfall_labels(args.upfall_labels) if args.upfall_labels else {}
         clips = load_detection_clips(args.detections, urfd, upfall)
     else:
-        clips = fall.load_clips(args.skeletons, args.labels, args.upfall_labels)
+        clips = load_export_clips(args.skeletons, args.labels, args.upfall_labels)
     if not clips:
         raise UsageError(f"no clips in {args.detections or args.skeletons}")
     if args.skeleton_sets:
@@ -294,17 +294,22 @@ def _final_model(clips, held, cfg, args, report: dict, rule: dict) -> None:
           f"{out.card_path}; trained in {result.seconds:.0f} s")
 
 
-def fall_main(argv: list[str] | None = None) -> int:
-    """``actionstream stgcn fall-model (--detections DIR | --skeletons DIR) ...``."""
+def run_command(parser: argparse.ArgumentParser, run, argv: list[str] | None) -> int:
+    """Parse ``argv`` with ``parser`` and ``run(args)``: bad input is one line, exit 2."""
     try:
-        args = fall_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
-        return run_fall(args)
+        return run(args)
     except (UsageError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def fall_main(argv: list[str] | None = None) -> int:
+    """``actionstream stgcn fall-model (--detections DIR | --skeletons DIR) ...``."""
+    return run_command(fall_parser(), run_fall, argv)
 
 
 if __name__ == "__main__":

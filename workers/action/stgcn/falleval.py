@@ -133,17 +133,9 @@ def run_eval(args) -> int:
 
 
 def eval_main(argv: Optional[list[str]] = None) -> int:
-    from workers.action.stgcn.cli import EXIT_USAGE, UsageError
+    from workers.action.stgcn.fallcli import run_command
 
-    try:
-        args = eval_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        return run_eval(args)
-    except (UsageError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return run_command(eval_parser(), run_eval, argv)
 
 
 if __name__ == "__main__":

@@ -33,18 +33,17 @@ log = logging.getLogger(__name__)
 UPRIGHT_DEG, LYING_DEG = 35.0, 60.0
 
 
-def postures_3d(world: np.ndarray) -> np.ndarray:
-    """URFD-style posture per frame from a 3D skeleton (COCO-17 rows of :func:`coco_3d` not
-    needed: the torso from mid-hip to mid-shoulder): -1 upright (torso within 35 degrees of
-    vertical and the hips above 0.6 m), 1 lying (torso beyond 60 degrees or hips below
-    0.35 m), 0 between (falling, crouching)."""
-    coco = world
+def postures_3d(coco: np.ndarray) -> np.ndarray:
+    """URFD-style posture per frame from 3D COCO-17 joints (:func:`coco_3d`, metres, y up; the
+    torso from mid-hip to mid-shoulder): -1 upright (torso within 35 degrees of vertical and
+    the hips above 0.6 m), 1 lying (torso beyond 60 degrees or hips below 0.35 m), 0 between
+    (falling, crouching)."""
     hips = (coco[:, 11] + coco[:, 12]) / 2
     shoulders = (coco[:, 5] + coco[:, 6]) / 2
     torso = shoulders - hips
     angle = np.degrees(np.arccos(np.clip(torso[:, 1] / np.maximum(np.linalg.norm(torso, axis=1), 1e-6),
                                          -1.0, 1.0)))
-    out = np.zeros(len(world), dtype=int)
+    out = np.zeros(len(coco), dtype=int)
     out[(angle <= UPRIGHT_DEG) & (hips[:, 1] > 0.6)] = -1
     out[(angle >= LYING_DEG) | (hips[:, 1] < 0.35)] = 1
     return out

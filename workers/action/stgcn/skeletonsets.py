@@ -39,8 +39,6 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from shared.skeleton import coco17_to_openpose18
-
 log = logging.getLogger(__name__)
 
 SETS = ("smartfallmm", "nwucla", "pennaction")
@@ -236,28 +234,19 @@ def penn_coco(clip: RawClip) -> np.ndarray:
     """Penn Action (frames, 13, 3) tenths of pixels + visibility -> (frames, 17, 3) COCO-17
     pixels + seen flag; the face from the head (eyes and ears beside it)."""
     j = clip.joints
+    seen = np.where(j[:, :, 2] > 0, 1.0, 0.5)  # 0.5: annotated as not seen (a guess)
     out = np.zeros((len(j), 17, 3))
-    for c, s in _PENN_BODY.items():
-        out[:, c, :2] = j[:, s, :2] / 10.0
-        out[:, c, 2] = 1.0
+    for c, k in _PENN_BODY.items():
+        out[:, c, :2] = j[:, k, :2] / 10.0
+        out[:, c, 2] = seen[:, k]
     head = j[:, 0, :2] / 10.0
     sh = out[:, 5, :2] - out[:, 6, :2]
     size = np.maximum(np.linalg.norm(sh, axis=1, keepdims=True), 1.0)
     lateral = sh / size
     for c, (a, b) in enumerate([(0, 0), (0.25, -0.15), (-0.25, -0.15), (0.5, 0), (-0.5, 0)]):
         out[:, c, :2] = head + size * (a * lateral + b * np.array([0.0, 1.0]))
-        out[:, c, 2] = 1.0
-    out[:, :, 2] = np.where(out[:, :, 2] > 0, 1.0, 0.0)
-    vis = j[:, :, 2] > 0
-    for c, s in _PENN_BODY.items():
-        out[:, c, 2] = np.where(vis[:, s], 1.0, 0.5)  # 0.5: annotated as not seen (a guess)
-    out[:, :5, 2] = np.where(vis[:, :1], 1.0, 0.5)
+        out[:, c, 2] = seen[:, 0]
     return out
-
-
-def to_openpose(coco: np.ndarray) -> np.ndarray:
-    """(frames, 17, 3) COCO-17 -> (frames, 18, 3) OpenPose-18, as the MoveNet adapter maps."""
-    return np.stack([coco17_to_openpose18(f.astype(np.float32)) for f in coco])
 
 
 # -- fall ranges from the 3D skeleton -----------------------------------------------------------

@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from workers.action.stgcn.fall import NTU_RE, Clip, estimate_fall
+from workers.action.stgcn.fall import FPS_OVERRIDE, NTU_RE, Clip, estimate_fall, read_urfd_labels
 from workers.action.stgcn.upfall import UpFallClip, derive_fall
 
 log = logging.getLogger(__name__)
@@ -125,4 +125,27 @@ def load_detection_clips(det_dir: str | Path, urfd: dict, upfall: dict[str, UpFa
     fill_from_trial(clips)
     log.info("%d clips from %s: %s", len(clips), det_dir,
              {d: sum(c.dataset == d for c in clips) for d in ("urfd", "ntu", "upfall", "other")})
+    return clips
+
+
+def load_export_clips(skeleton_dir: str | Path, labels_csv: Optional[str | Path],
+                      upfall_csv: Optional[str | Path] = None) -> list[Clip]:
+    """Every ``*.json`` export of ``skeleton_dir`` as a labelled :class:`Clip`
+    (:func:`label_clip`)."""
+    from workers.action.stgcn.data import read_exported_skeletons
+    from workers.action.stgcn.upfall import read_upfall_labels
+
+    urfd = read_urfd_labels(labels_csv) if labels_csv else {}
+    upfall = read_upfall_labels(upfall_csv) if upfall_csv else {}
+    clips = []
+    for path in sorted(Path(skeleton_dir).glob("*.json")):
+        upf = upfall.get(path.stem[len("upfall-"):]) if path.stem.startswith("upfall-") else None
+        fps = upf.fps if upf else FPS_OVERRIDE.get(path.stem, 30.0)
+        camera, frames = read_exported_skeletons(path, fps=fps)
+        clip = label_clip(Clip(camera, frames, fps, group=camera), urfd, upfall)
+        if clip is not None:
+            clips.append(clip)
+    fill_from_trial(clips)
+    log.info("%d clips from %s: %d falls, %d negatives", len(clips), skeleton_dir,
+             sum(c.kind == "fall" for c in clips), sum(c.kind == "negative" for c in clips))
     return clips
