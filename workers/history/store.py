@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import re
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -266,9 +267,19 @@ def _row_dict(row: Any) -> dict:
 
 
 def _sqlite_pragmas(busy_timeout_s: float, dbapi_conn, _record) -> None:
+    """Busy timeout, then WAL. Switching a new file to WAL can fail "database is locked"
+    at once, without waiting, while another process switches it too: tried again."""
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
     cur.close()
 
 
