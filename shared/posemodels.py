@@ -2,7 +2,7 @@
 
 Settings, model paths, the command line, ``models fetch`` and the pose worker's adapters all
 read their names from here. The adapters themselves (ONNX I/O checks, pre/post-processing)
-live in :mod:`workers.pose.models`, keyed by the same names; ``shared`` imports no stage.
+live in :mod:`workers.pose.adapters`, keyed by the same names; ``shared`` imports no stage.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def export_seeded_model(out: Path, window: int | None = None) -> Path:
     """A real ST-GCN (seeded random weights, the 3 labels of ACTION_LABELS) exported to ONNX
     with its card in ``out``; ``window``: the card's T (default: the exporter's)."""
     pytest.importorskip("torch", reason="exporting an ST-GCN needs the 'train' extra (torch)")
-    from workers.action.stgcn.cli import export_main
+    from workers.offline.stgcn.stgcncli import export_main
 
     labels = out / "labels.txt"
     labels.write_text("\n".join(ACTION_LABELS) + "\n")

@@ -76,7 +76,7 @@ def worker_pose_fps(url: str, model, name: str, video: str, crop, n: int, run: i
 
 
 def _export_seeded(tmp: Path) -> Path:
-    from workers.action.stgcn.cli import export_main
+    from workers.offline.stgcn.stgcncli import export_main
 
     labels = tmp / "labels.txt"
     labels.write_text("upright\nfalling\nlying\n")
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     if not Path(args.video).is_file():
         print(f"video {args.video} is absent (../shared/data holds the benchmark clip)", file=sys.stderr)
         return 2
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     settings = load_settings()
     model = load_pose_model(args.pose_model, resolve_pose_model(args.pose_model, settings),

@@ -8,7 +8,7 @@ Real parts only: an embedded Redis (Valkey) on a free port; one producer process
 (the project's :class:`Producer` in live mode: MAXLEN ~, epoch, seq) looping a UP-Fall clip
 pair at 640x480, 15 fps: the subject walking (the first seconds of an A06 "walking" clip)
 then falling (an A01-A05 fall, same trial and camera), each camera its own pair; the pose
-workers are the command users run (``python -m workers.cli pose-worker``), with MoveNet;
+workers are the command users run (``python -m workers.console.cli pose-worker``), with MoveNet;
 with ``--action`` the action worker runs too (shipped fall model).
 
 Cameras are added one at a time. After ``--warmup`` seconds each step is measured for
@@ -140,9 +140,9 @@ def role_bare(providers: str, threads: int, seconds: float, fps: float, spin: bo
     from bench_pipeline import bare_pose_fps
 
     from shared.modelpaths import resolve_pose_model
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
     from workers.pose.movenet import MoveNetModel
-    from workers.runtime import create_session
+    from workers.inference.sessions import create_session
 
     settings = load_settings()
     path = resolve_pose_model("movenet", settings)
@@ -260,10 +260,10 @@ def climb(url: str, args, workers: int) -> dict:
     env, r = _env(url, args), connect(url)
     r.flushall()  # our own server: no leases, heartbeats or streams from the last climb
     ports = [_free_port() for _ in range(workers)]
-    procs = [subprocess.Popen([sys.executable, "-m", "workers.cli", "pose-worker", "--metrics-port",
+    procs = [subprocess.Popen([sys.executable, "-m", "workers", "pose-worker", "--metrics-port",
                                str(port)], cwd=ROOT, env=env) for port in ports]
     if args.action:
-        procs.append(subprocess.Popen([sys.executable, "-m", "workers.cli", "action-worker"],
+        procs.append(subprocess.Popen([sys.executable, "-m", "workers", "action-worker"],
                                       cwd=ROOT, env=env))
     urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
     cams: list[str] = []

@@ -35,7 +35,7 @@ from shared import keys  # noqa: E402
 from shared.redis_server import RedisServer  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
-CLI = "workers.cli" if (ROOT / "workers" / "cli.py").exists() else "shared.cli"
+CLI = "workers"
 
 
 def concat_clips(n: int, out: Path) -> int:

@@ -41,7 +41,7 @@ SHARED = ROOT.parent / "shared"
 
 def _spawn(env, log: Path, *args) -> subprocess.Popen:
     with open(log, "w") as fh:
-        return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env,
+        return subprocess.Popen([sys.executable, "-m", "workers", *args], cwd=ROOT, env=env,
                                 stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
 
 
@@ -89,7 +89,7 @@ def phase(url: str, args, with_replay: bool, tmp: Path) -> dict:
     procs = [_spawn(env, tmp / "pose.log", "pose-worker")]
     if with_replay:
         procs.append(_spawn(env, tmp / "jobs.log", "jobs-worker", "--concurrency", "1"))
-        job = subprocess.run([sys.executable, "-m", "workers.cli", "replay", "submit", "--source",
+        job = subprocess.run([sys.executable, "-m", "workers", "replay", "submit", "--source",
                               args.replay, "--camera", "bench"], cwd=ROOT, env=env, check=True,
                              capture_output=True, text=True).stdout.strip()
         deadline = time.monotonic() + 60
@@ -114,7 +114,7 @@ def phase(url: str, args, with_replay: bool, tmp: Path) -> dict:
     ids.join()
     lags = sorted(x for c in cams for x in _lags(r, c, ids.seen))
     if with_replay:
-        subprocess.run([sys.executable, "-m", "workers.cli", "replay", "cancel", job], cwd=ROOT, env=env,
+        subprocess.run([sys.executable, "-m", "workers", "replay", "cancel", job], cwd=ROOT, env=env,
                        capture_output=True)
     for p in procs:
         p.terminate()

@@ -117,7 +117,7 @@ def _lengths(r, cameras: int) -> dict:
 
 
 def _export_model(tmp: Path) -> Path:
-    from workers.action.stgcn.cli import export_main
+    from workers.offline.stgcn.stgcncli import export_main
 
     (tmp / "labels.txt").write_text("upright\nfalling\nlying\n")
     export_main(["--seed", "3", "--layout", "openpose", "--num-class", "3", "--labels",
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
                                           "--minutes", str(args.minutes)], env=env,
                                          stderr=subprocess.DEVNULL),
             "pose": subprocess.Popen([*me, "--role", "pose"], env=env, stderr=subprocess.DEVNULL),
-            "action": subprocess.Popen([sys.executable, "-m", "workers.cli", "action-worker",
+            "action": subprocess.Popen([sys.executable, "-m", "workers", "action-worker",
                                         "--action-model", str(model), "--log-level", "WARNING"],
                                        cwd=ROOT, env=env),
         }

@@ -21,7 +21,7 @@ window of the last T frames ending at e; ``now``: the stream's scores at e, ``al
 e + delay (the positions of the same T frames). Two inputs: ``same input`` (each track
 body-normalised once over its whole length, both models fed that: the difference is the
 windowed model's zero padding alone) and ``deployed`` (the classifier's per-window body
-normalisation vs the stream's causal one, :class:`workers.action.streaming.CausalBodyNorm`).
+normalisation vs the stream's causal one, :class:`workers.offline.stgcn.stepmodel.CausalBodyNorm`).
 Latency and alerts: the action worker's rules on the stream's scores (every 4 frames) and on
 its windows (stride 15, min_frames 32), figures as the fall-model CV computes them.
 """
@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 from workers.action.card import load_card  # noqa: E402
 from workers.action.classifier import ActionClassifier, body_normalise, softmax, vote  # noqa: E402
-from workers.action.streaming import StepModel, StreamingTracks  # noqa: E402
-from workers.runtime import create_session  # noqa: E402
+from workers.offline.stgcn.stepmodel import StepModel, StreamingTracks  # noqa: E402
+from workers.inference.sessions import create_session  # noqa: E402
 
 STEP = 4
 
@@ -52,8 +52,8 @@ STEP = 4
 def export_step(model_path: Path, out_dir: Path, window: int | None = None) -> Path:
     from dataclasses import replace
 
-    from workers.action.stgcn.onnx_weights import stgcn_from_onnx
-    from workers.action.stgcn.streaming import export_step_onnx
+    from workers.offline.stgcn.onnx_weights import stgcn_from_onnx
+    from workers.offline.stgcn.continual import export_step_onnx
 
     card = load_card(model_path)
     if window:
@@ -66,8 +66,8 @@ def export_step(model_path: Path, out_dir: Path, window: int | None = None) -> P
 def export_full(out_dir: Path) -> Path:
     """A seeded ten-block ST-GCN (2 classes, M = 1), exported as the fall model is."""
     from workers.action.card import ModelCard
-    from workers.action.stgcn.export import export_onnx
-    from workers.action.stgcn.model import build_model
+    from workers.offline.stgcn.export import export_onnx
+    from workers.offline.stgcn.model import build_model
 
     path = out_dir / "full.onnx"
     export_onnx(build_model(2, seed=1), path, ModelCard(name="full", labels=("a", "b"), window=48,
@@ -115,7 +115,7 @@ def cost(model_path: Path, step_path: Path, args, label: str) -> None:
 # -- parity and latency on real clips ----------------------------------------------------------------
 def track_series(clip, fps: float) -> list:
     """Every track of ``clip`` as one window over its whole life on the card's time grid."""
-    from workers.action.stgcn.fall import make_windows
+    from workers.offline.stgcn.fall import make_windows
 
     cw = make_windows(clip, 10 ** 6, 10 ** 6, 1, 10 ** 6, 1, fps)
     for skel in clip.frames:
@@ -151,7 +151,7 @@ def stream_probs(step: StepModel, series: np.ndarray, size, normalise: bool) -> 
 def parity(clips, model_path: Path, step_path: Path, args) -> dict:
     from dataclasses import replace
 
-    from workers.action.stgcn.fall import window_size
+    from workers.offline.stgcn.fall import window_size
 
     card = replace(load_card(model_path), window=args.window or load_card(model_path).window)
     session = create_session(model_path, providers=["CPUExecutionProvider"], threads=args.threads)
@@ -200,11 +200,11 @@ def parity(clips, model_path: Path, step_path: Path, args) -> dict:
 def latency(clips, series_of: dict, model_path: Path, args) -> None:
     """The action worker's rules (threshold, consecutive, cooldown 10 s) on the stream's scores
     (one per 4 frames) and on the worker's windows (stride, min_frames), figures as the
-    fall-model CV computes them (:mod:`workers.action.stgcn.metrics`)."""
+    fall-model CV computes them (:mod:`workers.offline.stgcn.metrics`)."""
     from dataclasses import replace
 
-    from workers.action.stgcn import metrics
-    from workers.action.stgcn.fall import clip_windows, window_size
+    from workers.offline.stgcn import metrics
+    from workers.offline.stgcn.fall import clip_windows, window_size
 
     card = replace(load_card(model_path), window=args.window or load_card(model_path).window)
     clf = ActionClassifier(model_path, providers=["CPUExecutionProvider"], threads=args.threads)
@@ -260,7 +260,7 @@ def main() -> int:
             full = export_full(Path(tmp))
             cost(full, export_step(full, Path(tmp)), args, "full ten-block network")
         if args.detections:
-            from workers.action.stgcn.fallcli import load
+            from workers.offline.stgcn.fallcli import load
 
             clips = load(SimpleNamespace(detections=args.detections, labels=args.labels,
                                          upfall_labels=args.upfall_labels, skeletons=None))

@@ -7,7 +7,7 @@ Runs the pose stage's MoveNet detections of the clips of ``deploy/fall-training.
 two trackers: **old** (people decoded at the old person threshold 0.2, one threshold) and
 **new** (people decoded down to ``--floor``; only those scoring ``--high`` or more start
 tracks, weaker ones may only extend a confirmed track). ``--detections DIR`` reads the
-``<camera>.npz`` files of ``python -m workers.pose.detections`` (raw model rows); without it
+``<camera>.npz`` files of ``python -m workers.offline.posetrain.detections`` (raw model rows); without it
 (or for a clip missing there) the model runs on ../shared/data here (minutes).
 
 Prints per URFD clip (frames labelled 1 = lying in ../shared/data/urfd/labels.csv):
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from shared.settings import load_camera_file  # noqa: E402
-from workers.pose.detections import load_people  # noqa: E402
+from workers.offline.posetrain.detections import load_people  # noqa: E402
 from workers.pose.movenet import DEFAULT_KEYPOINT_THRESHOLD, decode_rows, Letterbox  # noqa: E402
 from workers.pose.tracker import Tracker, TrackerConfig  # noqa: E402
 
@@ -70,8 +70,8 @@ class Detections:
     def _detect(self, camera: str) -> dict:
         from shared.modelpaths import resolve_pose_model
         from shared.settings import load_settings
-        from workers.pose.detections import detect_camera
-        from workers.pose.models import load_pose_model
+        from workers.offline.posetrain.detections import detect_camera
+        from workers.pose.adapters import load_pose_model
 
         settings = load_settings()
         if self._model is None:
@@ -110,7 +110,7 @@ def scene_figures(ids: list[list[int]], short: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--detections", type=Path,
-                   help="folder of <camera>.npz (python -m workers.pose.detections)")
+                   help="folder of <camera>.npz (python -m workers.offline.posetrain.detections)")
     p.add_argument("--config", type=Path, default=ROOT / "deploy" / "fall-training.yaml")
     p.add_argument("--labels", type=Path, default=ROOT.parent / "shared" / "data" / "urfd" / "labels.csv")
     p.add_argument("--floor", type=float, default=None, help="new: lowest person score (default: movenet's)")

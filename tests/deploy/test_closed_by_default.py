@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.deploy.kustomize import build
-from workers import k8s
+from workers.console import k8s
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())

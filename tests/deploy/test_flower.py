@@ -1,5 +1,5 @@
 """Flower against the pipeline's broker, as deploy/compose.yaml runs it (`celery -A
-workers.alerts flower`, the app's JSON-only configuration): a real Redis, a real
+workers.alerting.service flower`, the app's JSON-only configuration): a real Redis, a real
 `actionstream alerts-worker` and real Flower; Flower's /metrics shows the worker and the
 delivery task that ran."""
 
@@ -22,9 +22,9 @@ from shared.settings import Settings
 from tests.conftest import ROOT
 from tests.procs import wait_until
 from tests.webhook_receiver import WebhookReceiver, planned
-from workers import alerts
+from workers.alerting import service as alerts
 
-FLOWER_CMD = ["-m", "celery", "-A", "workers.alerts", "flower"]  # deploy/compose.yaml's, less the port
+FLOWER_CMD = ["-m", "celery", "-A", "workers.alerting.service", "flower"]  # compose.yaml's, no port
 
 
 def get(url: str) -> str | None:
@@ -76,7 +76,7 @@ def test_flower_shows_the_worker_and_a_task_that_ran(r, redis_url, started, tmp_
     base = f"http://127.0.0.1:{port}"
     try:
         flower = started("flower", FLOWER_CMD + [f"--port={port}", "--address=127.0.0.1"])
-        started("worker", ["-m", "workers.cli", "alerts-worker", "--concurrency", "1"])
+        started("worker", ["-m", "workers", "alerts-worker", "--concurrency", "1"])
 
         def online() -> dict:
             assert flower.poll() is None, (tmp_path / "flower.log").read_text()[-3000:]

@@ -17,7 +17,7 @@ from shared.settings import Settings, load_camera_file
 from tests.conftest import ROOT
 from tests.deploy.kustomize import RenderError, build
 from tests.deploy.schemas import Invalid, validate
-from workers import k8s
+from workers.console import k8s
 
 BASE = ROOT / "deploy" / "k8s"
 DELETE = object()

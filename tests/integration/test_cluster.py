@@ -38,7 +38,7 @@ FRAMES = {"fall-16-cam0.mp4": 55, "fall-14-cam0.mp4": 61, "fall-18-cam0.mp4": 65
 
 
 def _up(url: str, clips: dict[str, str], *extra: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "workers.cli", "up", "--no-progress", "--no-web", "--redis", url]
+    argv = [sys.executable, "-m", "workers", "up", "--no-progress", "--no-web", "--redis", url]
     for cam, clip in clips.items():
         argv += ["--source", str(shared_path("data", "urfd", clip)), "--camera", cam]
     env = dict(os.environ, ACTIONSTREAM_SHARED_DIR=str(shared_path()), ACTIONSTREAM_LEASE_TTL_S="3",
@@ -135,12 +135,12 @@ def test_a_primary_killed_mid_run_fails_over_and_the_run_completes(cluster, rc, 
 
 def test_alerts_follow_the_clusters_events_with_celery_on_a_plain_redis(cluster, rc, redis_url, tmp_path):
     """kombu has no Redis Cluster transport: Celery's broker is ACTIONSTREAM_BROKER_URL."""
-    from workers import alerts
+    from workers.alerting import service as alerts
 
     hooks = WebhookReceiver(planned({"/ok": [200]}))
     env = dict(os.environ, ACTIONSTREAM_REDIS_URL=cluster.url, ACTIONSTREAM_BROKER_URL=redis_url)
     with open(tmp_path / "worker.log", "w") as fh:
-        argv = [sys.executable, "-m", "workers.cli", "alerts-worker", "--concurrency", "1"]
+        argv = [sys.executable, "-m", "workers", "alerts-worker", "--concurrency", "1"]
         worker = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=fh,
                                   stderr=subprocess.STDOUT)
     try:

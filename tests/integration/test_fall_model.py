@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from workers.runtime import default_action_model
+from workers.inference.sessions import default_action_model
 from workers.action.card import load_card
-from workers.action.stgcn.fall import read_urfd_labels
+from workers.offline.stgcn.fall import read_urfd_labels
 from tests.conftest import ROOT, shared_path
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def test_up_raises_falling_on_a_held_out_clip(tmp_path, clip):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONSTREAM_")}
     env["ACTIONSTREAM_SHARED_DIR"] = str(shared_path())
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "up", "--no-progress", "--source", str(video),
+        [sys.executable, "-m", "workers", "up", "--no-progress", "--source", str(video),
          "--camera", clip, "--crop", "320,0,320,240", "--events-out", str(events_out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -68,7 +68,7 @@ def test_a_camera_file_rule_is_the_camera_own(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONSTREAM_")}
     env["ACTIONSTREAM_SHARED_DIR"] = str(shared_path())
     env["ACTIONSTREAM_DATA_DIR"] = str(tmp_path / "data")
-    proc = subprocess.run([sys.executable, "-m", "workers.cli", "up", "--no-progress", "--config",
+    proc = subprocess.run([sys.executable, "-m", "workers", "up", "--no-progress", "--config",
                            str(config), "--events-out", str(events_out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

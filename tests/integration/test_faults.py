@@ -48,7 +48,7 @@ def _env(url, model):
 
 
 def _spawn(env, *args):
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "workers", *args], cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -34,7 +34,7 @@ CAMERA, CROP, FRAMES = "cam-h", (320, 0, 320, 240), 24
 
 @pytest.fixture(scope="module")
 def pose_model():
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     settings = load_settings(shared_dir=shared_path())
     return load_pose_model("movenet", resolve_pose_model("movenet", settings), threads=2)
@@ -89,7 +89,7 @@ def test_history_stores_each_event_once_with_its_snapshot(r, redis_url, pose_mod
                "ACTIONSTREAM_DATA_DIR": str(tmp_path / "data")}
         log = tmp_path / "history.log"
         with open(log, "wb") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "history", "--claim-idle-s", "0.5"],
+            proc = subprocess.Popen([sys.executable, "-m", "workers", "history", "--claim-idle-s", "0.5"],
                                     cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=fh,
                                     stderr=subprocess.STDOUT)
         try:
@@ -107,7 +107,7 @@ def test_history_stores_each_event_once_with_its_snapshot(r, redis_url, pose_mod
             assert image is not None and image.shape == (CROP[3], CROP[2], 3)
         dead = [codec.decode_dead_letter(f) for _, f in r.xrange(keys.DEADLETTER_STREAM)]
         assert [d.stage for d in dead] == [HISTORY_GROUP] and "not JSON" in dead[0].reason
-        out = subprocess.run([sys.executable, "-m", "workers.cli", "events", "--since", "1h", "--camera",
+        out = subprocess.run([sys.executable, "-m", "workers", "events", "--since", "1h", "--camera",
                               CAMERA, "--label", "falling"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=60)
         assert out.returncode == 0, out.stderr

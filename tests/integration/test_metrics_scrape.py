@@ -62,7 +62,7 @@ def pose_worker(redis_url):
     port = _free_port()
     env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url, ACTIONSTREAM_SHARED_DIR=str(shared_path()),
                ACTIONSTREAM_THREADS="2", ACTIONSTREAM_BATCH_PER_CAMERA="4", ACTIONSTREAM_LEASE_TTL_S="2")
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "pose-worker", "--cameras", CAM,
+    proc = subprocess.Popen([sys.executable, "-m", "workers", "pose-worker", "--cameras", CAM,
                              "--mode", "replay", "--pose-model", "movenet", "--metrics-port", str(port)],
                             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -121,7 +121,7 @@ def test_up_gives_each_child_a_metrics_port_of_its_own_and_prints_it(redis_url):
     the pose worker's page counts the frames it processed."""
     video = str(shared_path("data", "urfd", "fall-01-cam0.mp4"))
     env = dict(os.environ, ACTIONSTREAM_SHARED_DIR=str(shared_path()), ACTIONSTREAM_THREADS="2")
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--no-progress", "--metrics",
+    proc = subprocess.Popen([sys.executable, "-m", "workers", "up", "--no-progress", "--metrics",
                              "--redis", redis_url, "--source", video, "--camera", "cam-up",
                              "--crop", "320,0,320,240", "--fps", "15", "--pose-only"],
                             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -153,13 +153,13 @@ def test_the_alerts_worker_counts_task_outcomes(r, redis_url):
     that succeeds, one retried after a 503, one refused for good (404) on its /metrics."""
     from shared.schemas import Event
     from shared.settings import Settings
-    from workers import alerts
+    from workers.alerting import service as alerts
 
     hooks = WebhookReceiver(planned({"/ok": [200], "/flaky": [503, 200], "/gone": [404]}))
     port = _free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url)
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "alerts-worker", "--concurrency", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "workers", "alerts-worker", "--concurrency", "2",
                              "--metrics-port", str(port)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -191,7 +191,7 @@ def test_a_taken_metrics_port_is_one_line_and_exit_2(command):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "workers.cli", *command, "--redis", "redis://127.0.0.1:1/0",
+        done = subprocess.run([sys.executable, "-m", "workers", *command, "--redis", "redis://127.0.0.1:1/0",
                                "--metrics-port", str(port)], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
     assert done.returncode == 2, done.stderr

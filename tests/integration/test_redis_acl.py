@@ -50,7 +50,7 @@ def client(urls, role: str) -> redis.Redis:
 
 def run(env_url: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = pl.web_env(env_url, tmp_path)
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "workers", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

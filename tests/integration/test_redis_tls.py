@@ -96,11 +96,11 @@ def test_celery_queues_the_alert_tasks_over_tls(tls_redis, tmp_path):
     with redis.Redis.from_url(f"{url}?ssl_ca_certs={ca}") as r:
         r.flushdb()
         assert pl.write_event(r, pl.falling(9))
-        done = subprocess.run([sys.executable, "-m", "workers.cli", "alerts", "--burst", "--webhook",
+        done = subprocess.run([sys.executable, "-m", "workers", "alerts", "--burst", "--webhook",
                                "http://127.0.0.1:9/hook"], cwd=ROOT, env=_env(url, ca, tmp_path),
                               capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr[-3000:]
-        from workers.celeryconf import ALERTS_QUEUE
+        from shared.celeryconf import ALERTS_QUEUE
 
         queued = [k for k in r.scan_iter(f"{ALERTS_QUEUE}*") if r.type(k) == b"list"]
         assert sum(r.llen(k) for k in queued) == 1, queued

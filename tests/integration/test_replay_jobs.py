@@ -42,7 +42,7 @@ class Procs:
 
     def start(self, name: str, *args: str, env: dict | None = None) -> subprocess.Popen:
         with open(self.tmp / f"{name}.log", "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *args], cwd=ROOT,
+            proc = subprocess.Popen([sys.executable, "-m", "workers", *args], cwd=ROOT,
                                     env=dict(self.env, **(env or {})), stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
@@ -64,7 +64,7 @@ class Procs:
 
     def cli(self, *args) -> tuple[int, str, str]:
         """An ``actionstream`` command run to its end: (exit code, stdout, stderr)."""
-        proc = subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=self.env,
+        proc = subprocess.run([sys.executable, "-m", "workers", *args], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, timeout=120)
         return proc.returncode, proc.stdout, proc.stderr
 

@@ -61,7 +61,7 @@ def _replay_run(tmp, *args, marker=None, timeout=180) -> subprocess.CompletedPro
     env.update(ACTIONSTREAM_SHARED_DIR=str(shared_path()), ACTIONSTREAM_DATA_DIR=str(tmp / "data"),
                **SHORT_CLIP_RULE,
                ACTIONSTREAM_THREADS="1", **({MARKER_VAR: marker} if marker else {}))
-    return subprocess.run([sys.executable, "-m", "workers.cli", "replay", "run", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "workers", "replay", "run", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -144,7 +144,7 @@ def test_following_a_job_under_way_shows_a_true_rate(r, procs, tmp_path):
     job = procs.submit("--source", str(shared_path("data", "urfd", "fall-03-cam0.mp4")), "--speed", "1")
     assert wait_until(lambda: published(r, job).published >= 60, 60), procs.log("jobs")  # 30 frames/s
     with open(tmp_path / "follow.err", "w") as err:
-        follow = subprocess.Popen([sys.executable, "-m", "workers.cli", "replay", "status", job, "--follow"],
+        follow = subprocess.Popen([sys.executable, "-m", "workers", "replay", "status", job, "--follow"],
                                   cwd=ROOT, env=procs.env, stdout=subprocess.PIPE, stderr=err, text=True)
         time.sleep(2.5)
         assert procs.cli("replay", "cancel", job)[0] == 0

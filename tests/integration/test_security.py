@@ -51,7 +51,7 @@ def test_acl_user_runs_the_pipeline_and_the_password_stays_out_of_logs(acl_serve
     with pytest.raises((redis.AuthenticationError, redis.ResponseError)):
         redis.Redis(port=server.port).ping()  # the default user is off
     video = str(shared_path("data", "urfd", "fall-01-cam0.mp4"))
-    proc = subprocess.run([sys.executable, "-m", "workers.cli", "produce", "--redis", url, "--source", video,
+    proc = subprocess.run([sys.executable, "-m", "workers", "produce", "--redis", url, "--source", video,
                            "--camera", "acl-cam", "--mode", "replay", "--max-frames", "5"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -102,7 +102,7 @@ def test_tls_end_to_end(tmp_path):
     from producer.producer import Producer
     from shared.modelpaths import resolve_pose_model
     from shared.settings import make_camera
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
     from workers.pose.worker import PoseWorker
 
     proc, url = _tls_server(tmp_path)
@@ -122,7 +122,7 @@ def test_tls_end_to_end(tmp_path):
 
 def test_a_50_mb_frame_is_rejected_not_decoded(r, redis_url):
     from shared.modelpaths import resolve_pose_model
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
     from workers.pose.worker import PoseWorker
 
     stream = keys.frames_stream("big-cam")

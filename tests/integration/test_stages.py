@@ -34,7 +34,7 @@ def _publish(url, camera, clip, frames):
 
 @pytest.fixture(scope="module")
 def pose_model():
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     settings = load_settings(shared_dir=shared_path())
     return load_pose_model("movenet", resolve_pose_model("movenet", settings), threads=2)

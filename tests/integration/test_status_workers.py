@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def _status(redis_url: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "workers.cli", "status", "--redis", redis_url], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "workers", "status", "--redis", redis_url], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
@@ -31,7 +31,7 @@ def _jobs_workers(redis_url: str) -> list[dict]:
 def test_status_lists_the_jobs_worker_while_it_runs(r, redis_url):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONSTREAM_")}
     env["ACTIONSTREAM_LEASE_TTL_S"] = "3"
-    worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "jobs-worker", "--redis", redis_url,
+    worker = subprocess.Popen([sys.executable, "-m", "workers", "jobs-worker", "--redis", redis_url,
                                "--concurrency", "1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def _up(*args, env=None, timeout=600):
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "workers.cli", "up", "--no-progress", *args],
+    return subprocess.run([sys.executable, "-m", "workers", "up", "--no-progress", *args],
                           cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -82,7 +82,7 @@ def test_up_with_a_missing_action_model(tmp_path):
 
 def test_a_pose_worker_given_the_wrong_model_says_so():
     movenet = shared_path("models", "movenet_multipose.onnx")
-    proc = subprocess.run([sys.executable, "-m", "workers.cli", "pose-worker",
+    proc = subprocess.run([sys.executable, "-m", "workers", "pose-worker",
                            "--pose-model", "mobilenet_thin",
                            "--model-path", str(movenet), "--burst"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)

@@ -13,8 +13,8 @@ from tests.conftest import shared_path, SHORT_CLIP_RULE
 from tests.integration.test_up import _up
 from workers.archive.reader import ArchiveReader
 from workers.archive.storage import LocalStorage
-from workers.supervisor import ProcSpec, child_env
-from workers.up import _drain_archive, _reset, _start_archive
+from shared.supervisor import ProcSpec, child_env
+from workers.console.up import _drain_archive, _reset, _start_archive
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ def _env(tmp: Path, marker: str) -> dict[str, str]:
 
 
 def _up_args(video: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "workers.cli", "up", "--no-progress", "--source", str(video),
+    return [sys.executable, "-m", "workers", "up", "--no-progress", "--source", str(video),
             "--camera", "urfd-01", "--crop", "320,0,320,240", "--skeletons-out", str(out)]
 
 

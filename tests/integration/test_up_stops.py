@@ -36,7 +36,7 @@ def _env(tmp: Path, marker: str, **extra: str) -> dict[str, str]:
 
 def _up_argv(*args: str) -> list[str]:
     video = shared_path("data", "urfd", "fall-03-cam0.mp4")  # 215 frames: time to stop it mid-run
-    return [sys.executable, "-m", "workers.cli", "up", "--no-progress", "--no-web", "--source", str(video),
+    return [sys.executable, "-m", "workers", "up", "--no-progress", "--no-web", "--source", str(video),
             "--camera", CAMERA, "--crop", "320,0,320,240", *args]
 
 

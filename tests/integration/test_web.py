@@ -151,7 +151,7 @@ def test_the_page_during_a_fall(r, redis_url, tmp_path):
 def _up(video: Path, marker: str, tmp: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONSTREAM_")}
     env.update({MARKER_VAR: marker, "TMPDIR": str(tmp), "ACTIONSTREAM_SHARED_DIR": str(shared_path())})
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--no-progress", "--source",
+    return subprocess.Popen([sys.executable, "-m", "workers", "up", "--no-progress", "--source",
                              str(video), "--camera", CAMERA, "--crop", "320,0,320,240", "--web-port", "0"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

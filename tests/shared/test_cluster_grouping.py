@@ -112,7 +112,7 @@ def test_a_cameras_keys_share_one_slot_and_cameras_spread():
      None, "cannot use a Redis Cluster"),
 ])
 def test_celery_broker_is_a_plain_redis(monkeypatch, env, broker, error):
-    from workers.alerts import celery_config
+    from workers.alerting.service import celery_config
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)

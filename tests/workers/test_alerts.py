@@ -16,7 +16,7 @@ from shared.schemas import Event
 from shared.settings import Settings
 from tests.conftest import ROOT
 from tests.webhook_receiver import WebhookReceiver, planned
-from workers import alerts
+from workers.alerting import service as alerts
 
 
 class Hooks(WebhookReceiver):
@@ -45,7 +45,7 @@ def celery_worker(r, redis_url, tmp_path):
     env = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url, ACTIONSTREAM_LOG_LEVEL="INFO",
                ACTIONSTREAM_WEBHOOK_RETRY_SCHEDULE_S="[0.2, 0.5, 1]")  # retries within seconds
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "alerts-worker",
+        proc = subprocess.Popen([sys.executable, "-m", "workers", "alerts-worker",
                                  "--concurrency", "1"], cwd=ROOT, env=env,
                                 stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
     yield proc, log
@@ -133,7 +133,7 @@ def test_the_worker_refuses_pickle_and_goes_on(r, redis_url, hooks, celery_worke
 
 @pytest.mark.parametrize("webhook,rc", [("ftp://example/x", 2), ("http://127.0.0.1:9/x", 0)])
 def test_alerts_cli(r, redis_url, webhook, rc, capsys):
-    from workers.cli import main
+    from workers.console.cli import main
 
     assert main(["alerts", "--redis", redis_url, "--webhook", webhook, "--burst"]) == rc
     if rc:

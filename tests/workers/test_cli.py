@@ -45,7 +45,7 @@ def run_cli(args: list[str], tmp_path: Path, env: dict[str, str] | None = None,
         (tmp_path / "sitecustomize.py").write_text(BLOCK % (absent,))
         path.insert(0, str(tmp_path))
     full["PYTHONPATH"] = os.pathsep.join(path)
-    proc = subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=full,
+    proc = subprocess.run([sys.executable, "-m", "workers", *args], cwd=ROOT, env=full,
                           capture_output=True, text=True, timeout=120)
     return proc, marker
 
@@ -203,7 +203,7 @@ def test_a_bad_camera_file_says_each_problem_on_a_line_of_its_own(tmp_path, text
 def test_up_with_an_action_model_that_cannot_be_loaded(tmp_path):
     """A model file that is no ONNX, with a valid card beside it: up loads it before anything
     starts, so the run does not start (it hung once the action worker had exited)."""
-    from workers.runtime import default_action_model
+    from workers.inference.sessions import default_action_model
 
     junk = tmp_path / "junk.onnx"
     junk.write_text("not a model\n")
@@ -221,8 +221,8 @@ def test_up_knows_which_commands_serve_metrics():
     """``up`` gives a metrics port to exactly the commands whose parser takes --metrics-port."""
     import argparse
 
-    from workers.cli import build_parser
-    from workers.up import METRICS_COMMANDS
+    from workers.console.cli import build_parser
+    from workers.console.up import METRICS_COMMANDS
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     serving = {c for c, p in sub.choices.items() if "--metrics-port" in p._option_string_actions}

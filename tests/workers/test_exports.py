@@ -9,7 +9,7 @@ import numpy as np
 from shared import codec, keys
 from shared.schemas import EndOfStream, Event, Skeletons
 from shared.skeleton import Person
-from workers.exports import Collector, events_stream_end, read_spool, write_events, write_skeletons
+from workers.console.exports import Collector, events_stream_end, read_spool, write_events, write_skeletons
 
 
 def _event(camera: str, frame_end: int) -> Event:
@@ -41,7 +41,7 @@ def test_the_events_of_earlier_runs_are_not_this_runs(r, tmp_path):
 
 
 def test_skeletons_go_to_a_spool_and_export_0_based_as_the_reader_reads_them(r, tmp_path):
-    from workers.action.stgcn.data import read_exported_skeletons
+    from shared.kinetics import read_exported_skeletons
 
     stream = keys.skeletons_stream("cam-a")
     for seq in (0, 1, 1, 2):  # seq 1 written twice (a takeover): one frame

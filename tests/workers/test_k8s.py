@@ -9,8 +9,8 @@ import yaml
 from shared import keys
 from shared.settings import Camera
 from tests.deploy.schemas import validate
-from workers import cli
-from workers.k8s import K8sError, ScalePlan, producers, scaled_objects
+from workers.console import cli
+from workers.console.k8s import K8sError, ScalePlan, producers, scaled_objects
 
 CAMS = ["cam-1", "cam-2", "lobby", "hall-2"]
 

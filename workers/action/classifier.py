@@ -30,7 +30,7 @@ import numpy as np
 from shared.skeleton import get_layout
 from workers.action.card import CardError, ModelCard, load_card
 from workers.action.window import CHANNELS, T_MULTIPLE, round_up
-from workers.runtime import DEFAULT_PROVIDERS, ModelError, create_session
+from workers.inference.sessions import DEFAULT_PROVIDERS, ModelError, create_session
 
 log = logging.getLogger(__name__)
 

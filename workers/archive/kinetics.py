@@ -1,8 +1,8 @@
 """``actionstream archive export``: any stretch of a camera's archived skeletons as the
 Kinetics-skeleton JSON the ST-GCN trainer reads (``actionstream stgcn fall-model --skeletons
-DIR``, :func:`workers.action.stgcn.data.read_exported_skeletons`).
+DIR``, :func:`shared.kinetics.read_exported_skeletons`).
 
-The file is the one ``actionstream up --skeletons-out`` writes (:mod:`workers.exports`, the
+The file is the one ``actionstream up --skeletons-out`` writes (:mod:`workers.console.exports`, the
 same writer): ``frame_index`` = the frame's seq, per person ``pose`` (x/width, y/height per
 OpenPose-18 joint), ``score`` and ``track_id``. ``track``: only that track's person.
 """
@@ -19,7 +19,7 @@ from shared.schemas import Skeletons
 from shared.skeleton import Person
 from workers.archive.reader import ArchiveReader
 from workers.archive.storage import ArchiveError
-from workers.exports import write_kinetics_frames
+from shared.kinetics import write_kinetics_frames
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from shared import codec, keys
 from shared.codec import DecodeError
 from shared.schemas import Event, Skeletons
 from shared.redisio import text
-from workers.annotate import draw_frame
+from shared.drawing import draw_frame
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The Celery app of replay jobs: ``actionstream jobs-worker`` (or ``celery -A
 workers.jobs.app worker -Q actionstream-jobs``) runs :data:`REPLAY_TASK`.
 
-JSON only, late acks (:mod:`workers.celeryconf`), a JSON result backend on the same Redis
+JSON only, late acks (:mod:`shared.celeryconf`), a JSON result backend on the same Redis
 for the task's PROGRESS meta ``{done, total, eta_s, phase}``. A worker killed mid-replay
 leaves the job's message unacked; the Redis broker hands it to another worker after
 ``jobs_visibility_timeout_s`` (``ACTIONSTREAM_JOBS_VISIBILITY_TIMEOUT_S``), and that worker
@@ -26,7 +26,7 @@ from celery.exceptions import Reject
 from shared.ops import DEFAULT_URL
 from shared.redisio import connect
 from shared.settings import Settings, load_settings
-from workers.celeryconf import celery_config
+from shared.celeryconf import celery_config
 from workers.jobs.replay import JobSpec
 from workers.jobs.runner import Busy, JobRunner, Stopping
 

@@ -31,7 +31,7 @@ def _check_models(settings, spec) -> None:
     """The models the stages will load, found before anything starts (ModelNotFound, CardError)."""
     from shared.modelpaths import resolve_action_model, resolve_pose_model
     from workers.action.card import load_card
-    from workers.runtime import default_action_model, require_onnxruntime
+    from workers.inference.sessions import default_action_model, require_onnxruntime
 
     require_onnxruntime()
     if spec.target == keys.POSE_GROUP:
@@ -41,7 +41,7 @@ def _check_models(settings, spec) -> None:
 
 def stage_specs(spec, settings, action_model: Optional[str]) -> list:
     """The stages the replay feeds, each owning only the replay camera and ending after it."""
-    from workers.supervisor import ProcSpec
+    from shared.supervisor import ProcSpec
 
     common = ["--cameras", spec.replay_camera, "--mode", "replay", "--exit-on-eos"]
     specs = []
@@ -114,7 +114,7 @@ def run_local(args) -> int:
     from shared.redis_server import RedisServer
     from shared.settings import load_settings
     from workers.jobs.options import check_source, spec_from_args, status_line
-    from workers.supervisor import Supervisor, child_env
+    from shared.supervisor import Supervisor, child_env
 
     if args.archive and args.source:
         from workers.jobs.replay import ReplayError

@@ -1,7 +1,7 @@
 """Skeleton files as a replay source: Kinetics-skeleton JSON straight into the action stage.
 
 The format is the one ST-GCN is trained on and the one ``up --skeletons-out`` and ``archive
-export`` write (:mod:`workers.exports`): ``{"data": [{"frame_index": i, "skeleton": [{"pose":
+export`` write (:mod:`workers.console.exports`): ``{"data": [{"frame_index": i, "skeleton": [{"pose":
 [x0, y0, ...] (18 joints, x/width, y/height in 0..1), "score": [c0, ...] (18), "track_id":
 n}, ...]}, ...], "label": ..., "label_index": ...}``. actionstream's exports also carry
 ``camera``, ``width``, ``height`` (the frame in pixels) and ``fps``.
@@ -220,7 +220,7 @@ def card_fps(action_model: Optional[str] = None) -> float:
     from shared.modelpaths import resolve_action_model
     from shared.settings import load_settings
     from workers.action.card import load_card
-    from workers.runtime import default_action_model
+    from workers.inference.sessions import default_action_model
 
     return float(load_card(resolve_action_model(load_settings(action_model=action_model),
                                                 default_action_model())).fps)

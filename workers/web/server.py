@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from shared.settings import Settings
-from workers.supervisor import ProcSpec, Supervisor
+from shared.supervisor import ProcSpec, Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import numpy as np
 from shared import codec
 from shared.redisio import text
 from shared.schemas import Event, Frame, Skeletons
-from workers.annotate import draw_frame, track_text
+from shared.drawing import draw_frame, track_text
 
 MAX_SKEW = 15  # frames: skeletons of a frame at most this far from the one shown are drawn on it
 ALERT_WINDOW_S = 5.0  # an event is bannered on the view for this long (source time) after its window

@@ -25,7 +25,7 @@ GAIN = math.sqrt(6.0)
 def stgcn_export(tmp_path_factory):
     """A function exporting a seeded ST-GCN with the CLI (cached per arguments) -> .onnx path."""
     pytest.importorskip("torch")
-    cli = pytest.importorskip("workers.action.stgcn.cli")
+    cli = pytest.importorskip("workers.offline.stgcn.stgcncli")
     root = tmp_path_factory.mktemp("stgcn")
     cache: dict[tuple, Path] = {}
 
@@ -46,8 +46,8 @@ def stgcn_export(tmp_path_factory):
 def sharp_models(tmp_path_factory) -> dict[str, Path]:
     """{"dynamic": path, "fixed": path}: one seeded high-gain ST-GCN, exported twice."""
     torch = pytest.importorskip("torch")
-    model_mod = pytest.importorskip("workers.action.stgcn.model")
-    export_mod = pytest.importorskip("workers.action.stgcn.export")
+    model_mod = pytest.importorskip("workers.offline.stgcn.model")
+    export_mod = pytest.importorskip("workers.offline.stgcn.export")
     model = model_mod.build_model(len(LABELS), layout="openpose", seed=3)
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():

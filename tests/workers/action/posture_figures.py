@@ -7,7 +7,7 @@ For every URFD frame labelled upright (-1) or lying (1) in ../shared/data/urfd/l
 where MoveNet finds a person (person threshold ``--threshold``; the best-scoring person),
 prints how often :func:`workers.action.still_down.posture` calls it lying or upright.
 ``--detections DIR`` reads the ``urfd-fall-NN.npz`` raw detections of
-``python -m workers.pose.detections``; without it MoveNet runs here on the clips (minutes).
+``python -m workers.offline.posetrain.detections``; without it MoveNet runs here on the clips (minutes).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SHARED = ROOT.parent / "shared"
 def _people_from_model(clip: str, threshold: float):
     import cv2
 
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     model = load_pose_model("movenet", SHARED / "models" / "movenet_multipose.onnx", threads=2)
     cap = cv2.VideoCapture(str(SHARED / "data" / "urfd" / f"{clip}-cam0.mp4"))
@@ -48,7 +48,7 @@ def _people_from_model(clip: str, threshold: float):
 
 def _people(clip: str, detections, threshold: float):
     if detections is not None and (detections / f"urfd-{clip}.npz").is_file():
-        from workers.pose.detections import load_people
+        from workers.offline.posetrain.detections import load_people
 
         return load_people(detections / f"urfd-{clip}.npz", person_threshold=threshold)[0]
     return _people_from_model(clip, threshold)

@@ -23,7 +23,7 @@ FPS = 30.0
 
 @functools.lru_cache(maxsize=None)
 def _pose_model():
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     return load_pose_model("movenet", shared_path("models", "movenet_multipose.onnx"),
                            providers=["CPUExecutionProvider"], threads=2)
@@ -59,7 +59,7 @@ def urfd_skeletons(name: str = "fall-01",
 
 def shipped_classifier():
     """The shipped fall model (workers/action/models/fall.onnx) on CPU."""
-    from workers.runtime import default_action_model
+    from workers.inference.sessions import default_action_model
     from workers.action.classifier import ActionClassifier
 
     return ActionClassifier(default_action_model(), providers=["CPUExecutionProvider"], threads=2)

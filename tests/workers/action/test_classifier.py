@@ -7,7 +7,7 @@ import pytest
 
 from workers.action.card import CardError
 from workers.action.classifier import ActionClassifier, softmax, voted_positions
-from workers.runtime import ModelError
+from workers.inference.sessions import ModelError
 
 CPU = ["CPUExecutionProvider"]
 T = 300
@@ -302,7 +302,7 @@ def test_a_body_card_normalises_and_a_stgcn_card_does_not(stgcn_export, card_var
 
 def test_windows_with_more_people_than_the_card_keep_the_track_and_its_nearest(tmp_path):
     """An M = 1 model fed the worker's M = 2 windows classifies slot 0 (the track) alone."""
-    from workers.action.stgcn.cli import export_main
+    from workers.offline.stgcn.stgcncli import export_main
 
     path = tmp_path / "m1.onnx"
     assert export_main(["--seed", "1", "--num-class", "4", "--num-person", "1", "--out", str(path)]) == 0

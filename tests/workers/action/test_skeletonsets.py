@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_path
-from workers.action.stgcn import imperfections as imp_mod
-from workers.action.stgcn import skeletonsets as ss
-from workers.action.stgcn.skeletonclips import convert, postures_3d
+from workers.offline.stgcn import imperfections as imp_mod
+from workers.offline.stgcn import skeletonsets as ss
+from workers.offline.stgcn.skeletonclips import convert, postures_3d
 
 
 def _smartfall(limit=None):
@@ -121,8 +121,8 @@ def test_imperfections_are_measured_on_the_pose_worker_own_detections(tmp_path):
     person lying is missed more than a person upright, and the jitter is small but not 0."""
     from shared.modelpaths import resolve_pose_model  # noqa: F401  (the models dir is ../shared)
     from shared.settings import make_camera
-    from workers.pose.detections import detect_camera
-    from workers.pose.models import load_pose_model
+    from workers.offline.posetrain.detections import detect_camera
+    from workers.pose.adapters import load_pose_model
 
     video = shared_path("data", "urfd", "fall-01-cam0.mp4")
     model = load_pose_model("movenet", shared_path("models", "movenet_multipose.onnx"),

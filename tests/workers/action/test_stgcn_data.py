@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.action.stgcn import data as D
-from workers.action.stgcn import feeder as F
+from shared import kinetics
+from workers.offline.stgcn import data as D
+from workers.offline.stgcn import feeder as F
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = ROOT.parent / "shared" / "data"
@@ -98,14 +99,14 @@ def kinetics_as_export(tmp_path: Path, camera: str = "cam") -> tuple[Path, dict]
         frames[f["frame_index"] - 1] = [
             {"pose": s["pose"], "score": s["score"], "track_id": m}
             for m, s in enumerate(f["skeleton"][:2])]
-    return D.write_exported_skeletons(tmp_path / f"{camera}.json", camera, frames), info
+    return kinetics.write_exported_skeletons(tmp_path / f"{camera}.json", camera, frames), info
 
 
 def test_exported_skeletons_give_the_worker_windows(tmp_path):
     from workers.action.window import CameraWindows
 
     path, info = kinetics_as_export(tmp_path)
-    camera, frames = D.read_exported_skeletons(path, fps=30.0)
+    camera, frames = kinetics.read_exported_skeletons(path, fps=30.0)
     assert camera == "cam" and [s.seq for s in frames] == list(range(len(frames)))
     assert frames[10].ts == pytest.approx(10 / 30)
     windows = CameraWindows(window=300, stride=15, min_frames=32, camera=camera)
@@ -149,7 +150,7 @@ def test_batches_group_lengths_and_keep_the_last_short_batch():
 
 
 def test_urfd_labels_and_fall_window_labels():
-    from workers.action.stgcn import fall
+    from workers.offline.stgcn import fall
 
     spans = fall.read_urfd_labels(need(URFD_LABELS))
     assert len(spans) == 20 and all(a <= b for a, b in spans.values())

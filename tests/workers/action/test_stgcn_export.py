@@ -16,9 +16,9 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from workers.action.card import ModelCard, load_card  # noqa: E402
-from workers.action.stgcn.cli import export_main  # noqa: E402
-from workers.action.stgcn.export import ExportError, export_onnx, verify_onnx  # noqa: E402
-from workers.action.stgcn.model import build_model  # noqa: E402
+from workers.offline.stgcn.stgcncli import export_main  # noqa: E402
+from workers.offline.stgcn.export import ExportError, export_onnx, verify_onnx  # noqa: E402
+from workers.offline.stgcn.model import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 VECTORS = ROOT.parent / "shared" / "stgcn_vectors"
@@ -133,6 +133,6 @@ def test_cli_checkpoint_of_another_layout_exits_2(tmp_path, capsys):
 
 
 def test_light_modules_do_not_import_torch():
-    code = ("import sys, workers.action.stgcn, workers.action.stgcn.graph, "
-            "workers.action.stgcn.data; sys.exit('torch' in sys.modules)")
+    code = ("import sys, workers.offline.stgcn, workers.offline.stgcn.graph, "
+            "workers.offline.stgcn.data; sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("torch")
 
 from tests.conftest import shared_path  # noqa: E402
-from workers.action.stgcn import augment as A  # noqa: E402
-from workers.action.stgcn import metrics as MX  # noqa: E402
-from workers.action.stgcn.fall import Clip  # noqa: E402
+from workers.offline.stgcn import augment as A  # noqa: E402
+from workers.offline.stgcn import metrics as MX  # noqa: E402
+from workers.offline.stgcn.fall import Clip  # noqa: E402
 
 UPFALL_CLIP = "A01-S01-T1-C1"  # falling forward using hands, 640x480 @ 18 fps
 
@@ -20,8 +20,8 @@ UPFALL_CLIP = "A01-S01-T1-C1"  # falling forward using hands, 640x480 @ 18 fps
 def upfall_cache(tmp_path_factory):
     """MoveNet's raw output of one real UP-Fall fall clip, cached as the pose stage would."""
     from shared.settings import Camera
-    from workers.pose.detections import detect_camera
-    from workers.pose.models import load_pose_model
+    from workers.offline.posetrain.detections import detect_camera
+    from workers.pose.adapters import load_pose_model
 
     video = shared_path("data", "upfall", f"{UPFALL_CLIP}.mp4")
     model = load_pose_model("movenet", shared_path("models", "movenet_multipose.onnx"), threads=1)
@@ -32,8 +32,8 @@ def upfall_cache(tmp_path_factory):
 
 
 def test_detections_become_tracked_clips_as_the_pose_worker_makes_them(upfall_cache):
-    from workers.action.stgcn.sources import load_detection_clips
-    from workers.action.stgcn.upfall import read_upfall_labels
+    from workers.offline.stgcn.fallsources import load_detection_clips
+    from workers.offline.stgcn.upfall import read_upfall_labels
 
     labels = read_upfall_labels(shared_path("data", "upfall", "labels.csv"))
     (clip,) = load_detection_clips(upfall_cache.parent, {}, labels)
@@ -48,8 +48,8 @@ def test_detections_become_tracked_clips_as_the_pose_worker_makes_them(upfall_ca
 def test_upfall_fall_range_is_derived_where_the_body_goes_down(upfall_cache):
     """Checked by eye on the contact sheet: the subject leans forward from frame ~47 and is
     flat on the floor at frame 58-59."""
-    from workers.action.stgcn.sources import tracked_frames
-    from workers.action.stgcn.upfall import derive_fall
+    from workers.offline.stgcn.fallsources import tracked_frames
+    from workers.offline.stgcn.upfall import derive_fall
 
     frames, fps, _ = tracked_frames(upfall_cache)
     start, end = derive_fall(frames, fps)
@@ -63,8 +63,8 @@ def test_upfall_fall_range_is_derived_where_the_body_goes_down(upfall_cache):
     ("walking", "other", "negative", "walking"),
 ])
 def test_clips_are_labelled_by_their_camera_id(name, dataset, kind, group):
-    from workers.action.stgcn.sources import label_clip
-    from workers.action.stgcn.upfall import UpFallClip
+    from workers.offline.stgcn.fallsources import label_clip
+    from workers.offline.stgcn.upfall import UpFallClip
 
     upfall = {"A11-S01-T2-C1": UpFallClip("A11-S01-T2-C1", 11, "laying", 18.0)}
     clip = label_clip(Clip(name, [], 30.0, group=name), {}, upfall)
@@ -72,7 +72,7 @@ def test_clips_are_labelled_by_their_camera_id(name, dataset, kind, group):
 
 
 def test_a_camera_without_a_found_fall_takes_its_trials_other_camera():
-    from workers.action.stgcn.sources import fill_from_trial
+    from workers.offline.stgcn.fallsources import fill_from_trial
 
     a = Clip("upfall-A04-S01-T2-C1", [], 18.0, (15, 21), "fall", "upfall-A04-S01-T2", dataset="upfall")
     b = Clip("upfall-A04-S01-T2-C2", [], 18.0, None, "fall", "upfall-A04-S01-T2", dataset="upfall")

@@ -14,10 +14,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from workers.action.stgcn import data as D  # noqa: E402
-from workers.action.stgcn.cli import fall_main, train_main  # noqa: E402
-from workers.action.stgcn.feeder import ArrayDataset  # noqa: E402
-from workers.action.stgcn.train import (PLANS, TrainOptions, build_stgcn, evaluate, fit,  # noqa: E402
+from shared import kinetics  # noqa: E402
+from workers.offline.stgcn import data as D  # noqa: E402
+from workers.offline.stgcn.stgcncli import fall_main, train_main  # noqa: E402
+from workers.offline.stgcn.feeder import ArrayDataset  # noqa: E402
+from workers.offline.stgcn.train import (PLANS, TrainOptions, build_stgcn, evaluate, fit,  # noqa: E402
                                         load_trained, voted_logits)
 
 KINETICS_JSON = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "kinetics" / \
@@ -99,7 +100,7 @@ def synthetic_fall(path: Path, camera: str, pose: np.ndarray, score: np.ndarray,
         xy = np.clip(xy, 0, 1) * (score[:, None] > 0)
         frames.append([{"pose": xy.ravel().round(4).tolist(), "score": score.tolist(),
                         "track_id": 1}])
-    D.write_exported_skeletons(path, camera, frames)
+    kinetics.write_exported_skeletons(path, camera, frames)
 
 
 def test_fall_model_cli_cross_validates_and_ships(tmp_path, capsys):
@@ -121,7 +122,7 @@ def test_fall_model_cli_cross_validates_and_ships(tmp_path, capsys):
     frames = [[] for _ in range(max(f["frame_index"] for f in info["data"]))]
     for f in info["data"]:
         frames[f["frame_index"] - 1] = [{**s, "track_id": m} for m, s in enumerate(f["skeleton"][:2])]
-    D.write_exported_skeletons(skel / "kin-demo.json", "kin-demo", frames)
+    kinetics.write_exported_skeletons(skel / "kin-demo.json", "kin-demo", frames)
     out = tmp_path / "fall.onnx"
     rc = fall_main(["--skeletons", str(skel), "--labels", str(labels), "--cv", "2",
                     "--epochs", "1", "--window", "48", "--vote-last", "2", "--train-stride", "8",

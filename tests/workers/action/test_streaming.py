@@ -23,12 +23,12 @@ pytest.importorskip("onnxruntime")
 from tests.conftest import shared_path  # noqa: E402
 from workers.action.card import load_card  # noqa: E402
 from workers.action.classifier import body_normalise  # noqa: E402
-from workers.action.stgcn.data import read_kinetics_json  # noqa: E402
-from workers.action.stgcn.model import build_model  # noqa: E402
-from workers.action.stgcn.onnx_weights import stgcn_from_onnx  # noqa: E402
-from workers.action.stgcn.streaming import (StreamingSTGCN, export_step_onnx, layer_timings,  # noqa: E402
+from workers.offline.stgcn.data import read_kinetics_json  # noqa: E402
+from workers.offline.stgcn.model import build_model  # noqa: E402
+from workers.offline.stgcn.onnx_weights import stgcn_from_onnx  # noqa: E402
+from workers.offline.stgcn.continual import (StreamingSTGCN, export_step_onnx, layer_timings,  # noqa: E402
                                             stream_window)
-from workers.action.streaming import CausalBodyNorm, StepModel, StreamingTracks, load_step_card  # noqa: E402
+from workers.offline.stgcn.stepmodel import CausalBodyNorm, StepModel, StreamingTracks, load_step_card  # noqa: E402
 
 FALL_MODEL = Path(__file__).resolve().parents[3] / "workers" / "action" / "models" / "fall.onnx"
 TOL = 1e-4
@@ -272,7 +272,7 @@ def test_the_runtime_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, workers.action.streaming; print('torch' in sys.modules)"
+    code = "import sys, workers.offline.stgcn.stepmodel; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[3])
     assert out.stdout.strip() == "False"

@@ -10,7 +10,7 @@ import pytest
 
 from shared.schemas import Event
 from shared.settings import SettingsError
-from workers.alerting.rules import AlertRules, load_config, parse_config
+from workers.alerting.routing import AlertRules, load_config, parse_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 TARGETS = {"hook": {"webhook": "http://127.0.0.1:9/x"}, "home": {"mqtt": "mqtt://127.0.0.1:1883"}}
@@ -136,7 +136,7 @@ def test_the_shipped_example_is_valid():
     (["--alerts-config", "/nonexistent/alerts.yaml"], "alerts config /nonexistent/alerts.yaml"),
 ])
 def test_the_alerts_command_refuses_bad_targets(argv, words, capsys):
-    from workers.cli import main
+    from workers.console.cli import main
 
     assert main(["alerts", "--redis", "redis://127.0.0.1:9/0", "--burst", *argv]) == 2
     err = capsys.readouterr().err.strip()

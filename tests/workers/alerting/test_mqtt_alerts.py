@@ -20,9 +20,9 @@ from shared import codec, keys
 from shared.schemas import Event
 from shared.settings import Settings
 from tests.conftest import ROOT
-from workers import alerts
+from workers.alerting import service as alerts
 from workers.alerting.mqtt import MqttPublisher, MqttSink, MqttUnavailable
-from workers.alerting.rules import AlertRules, parse_config
+from workers.alerting.routing import AlertRules, parse_config
 
 BROKER = ("127.0.0.1", 1883)
 
@@ -168,7 +168,7 @@ def test_the_alerts_process_publishes_to_mqtt(r, redis_url, broker, prefix, tmp_
                ACTIONSTREAM_MQTT_DISCOVERY="false")  # tests/workers/alerting/test_mqtt_discovery.py
     log = tmp_path / "alerts.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "alerts", "--mqtt", broker],
+        proc = subprocess.Popen([sys.executable, "-m", "workers", "alerts", "--mqtt", broker],
                                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=fh,
                                 stderr=subprocess.STDOUT)
     try:

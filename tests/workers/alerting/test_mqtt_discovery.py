@@ -45,7 +45,7 @@ def _alerts(redis_url: str, url: str, topics: str, ha: str, log, **env) -> subpr
     full = dict(os.environ, ACTIONSTREAM_REDIS_URL=redis_url, ACTIONSTREAM_MQTT_TOPIC_PREFIX=topics,
                 ACTIONSTREAM_MQTT_END_AFTER_S="1", ACTIONSTREAM_MQTT_DISCOVERY_PREFIX=ha,
                 ACTIONSTREAM_LOG_LEVEL="INFO", **env)
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", "alerts", "--mqtt", url], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "workers", "alerts", "--mqtt", url], cwd=ROOT,
                             env=full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
 

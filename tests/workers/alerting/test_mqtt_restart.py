@@ -17,7 +17,7 @@ import pytest
 from shared import keys
 from tests.conftest import ROOT
 from tests.workers.alerting import test_mqtt_alerts as base
-from workers import alerts
+from workers.alerting import service as alerts
 
 
 def _start(redis_url: str, broker: str, prefix: str, log) -> subprocess.Popen:
@@ -25,7 +25,7 @@ def _start(redis_url: str, broker: str, prefix: str, log) -> subprocess.Popen:
                ACTIONSTREAM_MQTT_END_AFTER_S="3", ACTIONSTREAM_LOG_LEVEL="INFO",
                ACTIONSTREAM_MQTT_DISCOVERY="false")
     with open(log, "a") as fh:
-        return subprocess.Popen([sys.executable, "-m", "workers.cli", "alerts", "--mqtt", broker], cwd=ROOT,
+        return subprocess.Popen([sys.executable, "-m", "workers", "alerts", "--mqtt", broker], cwd=ROOT,
                                 env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
 
 

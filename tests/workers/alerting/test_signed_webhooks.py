@@ -23,7 +23,7 @@ from shared.schemas import Event
 from shared.settings import Settings, SettingsError
 from tests.conftest import ROOT
 from tests.webhook_receiver import WebhookReceiver
-from workers import alerts
+from workers.alerting import service as alerts
 
 SECRET_A = "whsec_" + base64.b64encode(b"secret-of-target-a-32-bytes-long").decode()
 SECRET_B = "whsec_" + base64.b64encode(bytes(range(24))).decode()
@@ -122,7 +122,7 @@ def test_events_reach_receivers_signed_per_target(r, redis_url, receiver, tmp_pa
                ACTIONSTREAM_WEBHOOK_SECRET=SECRET_B, ACTIONSTREAM_LOG_LEVEL="INFO")
     log = tmp_path / "worker.log"
     with open(log, "w") as fh:
-        worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "alerts-worker",
+        worker = subprocess.Popen([sys.executable, "-m", "workers", "alerts-worker",
                                    "--concurrency", "1"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                   stdout=fh, stderr=subprocess.STDOUT)
     try:

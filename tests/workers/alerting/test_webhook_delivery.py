@@ -23,7 +23,7 @@ from shared.schemas import Event
 from shared.settings import Settings, SettingsError
 from tests.conftest import ROOT
 from tests.webhook_receiver import WebhookReceiver
-from workers import alerts
+from workers.alerting import service as alerts
 from workers.alerting import delivery, webhooks
 
 KEY = bytes(range(32))
@@ -210,7 +210,7 @@ def worker(r, redis_url, tmp_path):
                ACTIONSTREAM_METRICS_PORT=str(port))
     log = tmp_path / "worker.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "alerts-worker", "--concurrency", "1"],
+        proc = subprocess.Popen([sys.executable, "-m", "workers", "alerts-worker", "--concurrency", "1"],
                                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=fh,
                                 stderr=subprocess.STDOUT)
     yield proc, log, f"http://127.0.0.1:{port}/metrics"

@@ -48,7 +48,7 @@ def small_disk(tmp_path):
 @pytest.fixture(scope="module")
 def pose_model():
     from shared.settings import load_settings
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     path = resolve_pose_model("movenet", load_settings(shared_dir=shared_path()))
     return load_pose_model("movenet", path, threads=1)

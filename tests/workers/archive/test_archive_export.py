@@ -16,10 +16,11 @@ import pytest
 from shared import keys
 from shared.redisio import group_lag
 from tests.workers.archive.archive_helpers import T0, Clock, publish_skeletons, settings, skeletons
-from workers.action.stgcn.data import read_exported_skeletons, read_kinetics_json
+from workers.offline.stgcn.data import read_kinetics_json
+from shared.kinetics import read_exported_skeletons
 from workers.archive.archiver import Archiver
 from workers.archive.storage import LocalStorage
-from workers.cli import main
+from workers.console.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ def test_bad_export_input_is_one_line_and_exit_2(archived, tmp_path, capsys, ext
 def test_the_archiver_stops_cleanly_on_sigterm(r, redis_url, tmp_path):
     publish_skeletons(r, "cam-1", range(5))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONSTREAM_")}
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "archive", "--redis", redis_url,
+    proc = subprocess.Popen([sys.executable, "-m", "workers", "archive", "--redis", redis_url,
                              "--dir", str(tmp_path / "archive")], env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while group_lag(r, keys.skeletons_stream("cam-1"), keys.ARCHIVE_GROUP) != 0 \

@@ -9,7 +9,7 @@ import pytest
 
 from shared import codec, keys
 from tests.workers.history.history_helpers import make_event
-from workers.cli import main
+from workers.console.cli import main
 from workers.history.query import parse_duration
 from workers.history.store import EventStore, HistoryError
 

@@ -15,7 +15,7 @@ from shared.schemas import Event
 from shared.settings import load_settings
 from tests.conftest import shared_path
 from workers.action.worker import _WRITE_EVENT, EVENT_GUARD_TTL_S
-from workers.cli import main
+from workers.console.cli import main
 from workers.jobs import purge, registry
 from workers.jobs.replay import JobSpec, ReplayError
 from workers.jobs.runner import JobRunner

@@ -6,7 +6,7 @@ import pytest
 
 from shared import keys
 from tests.conftest import shared_path
-from workers.cli import main
+from workers.console.cli import main
 from workers.jobs.app import QUEUE
 
 

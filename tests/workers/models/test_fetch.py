@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.models import cli
-from workers.models import fetch as fetch_mod
-from workers.models.convenv import ConvertEnv, pip_failure
-from workers.models.licences import APACHE_2_0, license_text, notice_text, write_licences
-from workers.models.upstream import (
+from workers.offline.modelfetch import fetchcli as cli
+from workers.offline.modelfetch import fetch as fetch_mod
+from workers.offline.modelfetch.convenv import ConvertEnv, pip_failure
+from workers.offline.modelfetch.licences import APACHE_2_0, license_text, notice_text, write_licences
+from workers.offline.modelfetch.upstream import (
     MODELS,
     NFD,
     FetchError,
@@ -152,7 +152,7 @@ def _tiny_tf2onnx_like_model():
 
 
 def test_postprocess_names_dims_and_renumbers():
-    from workers.models.postprocess import parse_dims, postprocess
+    from workers.offline.modelfetch.postprocess import parse_dims, postprocess
 
     onnx, model = _tiny_tf2onnx_like_model()
     out = postprocess(model, parse_dims(["in0=batch", "out0=batch"]), doc_string="converted from graph.pb")
@@ -168,7 +168,7 @@ def test_postprocess_names_dims_and_renumbers():
 
 
 def test_postprocess_neutral_names_keep_io_and_numbers():
-    from workers.models.postprocess import postprocess
+    from workers.offline.modelfetch.postprocess import postprocess
 
     onnx, model = _tiny_tf2onnx_like_model()
     before = model.SerializeToString()
@@ -203,7 +203,7 @@ def test_postprocess_matches_the_recipe_script(tmp_path, neutral):
 
 
 def test_postprocess_rejects_bad_dim_spec():
-    from workers.models.postprocess import parse_dims
+    from workers.offline.modelfetch.postprocess import parse_dims
 
     with pytest.raises(ValueError, match="in0=batch"):
         parse_dims(["input0=batch"])
@@ -214,7 +214,7 @@ def test_postprocess_rejects_bad_dim_spec():
 def test_licence_files_carry_attribution_and_verbatim_notices(tmp_path):
     wheel, up = _nfd_wheel(tmp_path)
     spec = dataclasses.replace(MODELS["movenet"], upstream=up)
-    from workers.models.licences import members_needed
+    from workers.offline.modelfetch.licences import members_needed
 
     texts = read_texts(wheel, members_needed(spec))
     lic, notice = write_licences(tmp_path, spec, texts, "tf2onnx 1.17.0")

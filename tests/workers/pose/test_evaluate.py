@@ -12,8 +12,8 @@ from tests.conftest import shared_path
 
 pytest.importorskip("pycocotools", reason="pose eval needs the 'eval' extra (pycocotools)")
 
-from workers.pose import evaluate as ev  # noqa: E402
-from workers.pose.cli import pose_main  # noqa: E402
+from workers.offline.posetrain import evaluate as ev  # noqa: E402
+from workers.offline.posetrain.posecli import pose_main  # noqa: E402
 
 
 def _gt_detections(gt: ev.GroundTruth, noise: float = 0.0, seed: int = 0) -> list[dict]:
@@ -84,7 +84,7 @@ def test_no_detections_and_extra_fields_do_not_break(gt_root):
 
 
 def test_movenet_on_coco_gives_ap_in_unit_interval(gt_root):
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     model = load_pose_model("movenet", shared_path("models", "movenet_multipose.onnx"), threads=1)
     row = ev.evaluate_model("movenet", model, ev.load_ground_truth("coco", gt_root))

@@ -13,7 +13,7 @@ from tests.conftest import shared_path
 torch = pytest.importorskip("torch", reason="fine-tuning needs the 'train' extra (torch, onnx)")
 pytest.importorskip("onnx", reason="fine-tuning needs the 'train' extra (torch, onnx)")
 
-from workers.pose.finetune.network import MobilenetThin  # noqa: E402
+from workers.offline.posetrain.finetune.network import MobilenetThin  # noqa: E402
 from workers.pose.openpose import decode_output  # noqa: E402
 
 SIZE = (128, 96)  # (W, H): small and fast
@@ -51,7 +51,7 @@ def test_network_shapes_at_odd_sizes():
 def test_weight_import_matches_onnx_on_a_real_image(upstream, coco_dir):
     import onnxruntime as ort
 
-    from workers.pose.finetune.weights import pretrained
+    from workers.offline.posetrain.finetune.weights import pretrained
 
     net = pretrained(upstream).eval()
     img = cv2.imread(str(coco_dir / "000000000785.jpg"))
@@ -66,7 +66,7 @@ def test_weight_import_matches_onnx_on_a_real_image(upstream, coco_dir):
 
 
 def test_targets_decode_back_to_the_people(coco_dir):
-    from workers.pose.finetune.dataset import KeypointDataset
+    from workers.offline.posetrain.finetune.dataset import KeypointDataset
 
     ds = KeypointDataset(coco_dir / "test_coco.json", input_size=(432, 368))
     anns = json.loads((coco_dir / "test_coco.json").read_text())["annotations"]
@@ -89,10 +89,10 @@ def _small_set(coco_dir, tmp_path, n=2):
 
 
 def test_finetune_lowers_the_loss_and_exports_for_the_pose_worker(upstream, coco_dir, tmp_path):
-    from workers.pose.finetune.export import export_onnx
-    from workers.pose.finetune.train import FinetuneConfig, finetune, load_checkpoint
-    from workers.pose.finetune.weights import load_upstream_weights
-    from workers.pose.models import load_pose_model
+    from workers.offline.posetrain.finetune.export import export_onnx
+    from workers.offline.posetrain.finetune.train import FinetuneConfig, finetune, load_checkpoint
+    from workers.offline.posetrain.finetune.weights import load_upstream_weights
+    from workers.pose.adapters import load_pose_model
 
     cfg = FinetuneConfig(str(_small_set(coco_dir, tmp_path)), str(tmp_path / "run"), str(upstream),
                          image_root=str(coco_dir), input_size=SIZE, epochs=3, batch_size=2,
@@ -114,7 +114,7 @@ def test_finetune_lowers_the_loss_and_exports_for_the_pose_worker(upstream, coco
 
 
 def test_cli_finetune_one_step(upstream, coco_dir, tmp_path, capsys):
-    from workers.pose.cli import pose_main
+    from workers.offline.posetrain.posecli import pose_main
 
     train = _small_set(coco_dir, tmp_path, 1)
     argv = ["finetune", "--train", str(train), "--image-root", str(coco_dir), "--out", str(tmp_path / "o"),

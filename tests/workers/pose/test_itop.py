@@ -10,8 +10,8 @@ import pytest
 
 h5py = pytest.importorskip("h5py", reason="the ITOP converter needs h5py")
 
-from workers.pose.finetune import itop  # noqa: E402
-from workers.pose.cli import pose_main  # noqa: E402
+from workers.offline.posetrain.finetune import itop  # noqa: E402
+from workers.offline.posetrain.posecli import pose_main  # noqa: E402
 
 # a standing person seen from above, ITOP joint order (x, y) in a 320x240 image
 BASE = np.array([[160, 60], [160, 80], [140, 85], [180, 85], [130, 105], [190, 105], [125, 125],
@@ -69,7 +69,7 @@ def test_convert_maps_joints_flags_and_skips(tmp_path):
 
 def test_converted_file_evaluates_with_absent_joints_unlabelled(tmp_path):
     pytest.importorskip("pycocotools")
-    from workers.pose import evaluate as ev
+    from workers.offline.posetrain import evaluate as ev
 
     labels, depth = _write_itop(tmp_path)
     gt = ev.load_coco_file(itop.convert(labels, tmp_path / "out", depth))

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from workers.pose.models import POSE_MODELS, PoseModel, load_pose_model
+from workers.pose.adapters import POSE_MODELS, PoseModel, load_pose_model
 from workers.pose.movenet import MoveNetModel
 from workers.pose.openpose import OpenPoseModel
-from workers.runtime import ModelError
+from workers.inference.sessions import ModelError
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = ROOT.parent / "shared"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from workers.pose import movenet
-from workers.pose.models import load_pose_model
+from workers.pose.adapters import load_pose_model
 from tests.conftest import shared_path as shared_file
 from tests.pose_data import close_fraction, coco_image
 

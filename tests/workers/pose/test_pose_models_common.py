@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import shared_path
 from tests.pose_data import close_fraction, coco_image, urfd_rgb
-from workers.pose.models import load_pose_model
+from workers.pose.adapters import load_pose_model
 
 FILES = {"movenet": "movenet_multipose.onnx", "mobilenet_thin": "mobilenet_thin.onnx"}
 

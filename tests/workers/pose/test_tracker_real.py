@@ -46,7 +46,7 @@ def urfd_rgb_frames(clip: str, frames: range, step: int) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def movenet():
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     return load_pose_model("movenet", shared_file("models", "movenet_multipose.onnx"), threads=2)
 

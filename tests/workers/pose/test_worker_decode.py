@@ -23,7 +23,7 @@ CORRUPT = b"\xff\xd8\xff\xe0garbage"
 
 @pytest.fixture(scope="module")
 def movenet():
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     settings = load_settings(shared_dir=shared_path())
     return load_pose_model("movenet", resolve_pose_model("movenet", settings), threads=1)
@@ -118,7 +118,7 @@ def test_a_model_that_leaves_frames_untaken_fails_the_batch_instead_of_losing_th
 def test_io_binding_gives_the_plain_runs_outputs(name, filename):
     """IO binding (on by itself on CUDA only) forced on the CPU: the same outputs."""
     from workers.pose.runner import SessionRunner
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     path = shared_path("models", filename)
     if not path.is_file():

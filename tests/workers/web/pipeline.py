@@ -29,7 +29,7 @@ def settings(url: str, **kw) -> Settings:
 
 def load_movenet():
     from shared.modelpaths import resolve_pose_model
-    from workers.pose.models import load_pose_model
+    from workers.pose.adapters import load_pose_model
 
     s = load_settings(shared_dir=shared_path())
     return load_pose_model("movenet", resolve_pose_model("movenet", s), threads=2)
@@ -52,7 +52,7 @@ def run_action(url: str, camera: str = CAMERA) -> None:
     from shared.modelpaths import resolve_action_model
     from workers.action.classifier import ActionClassifier
     from workers.action.worker import ActionWorker, rules_from_settings
-    from workers.runtime import default_action_model
+    from workers.inference.sessions import default_action_model
 
     s = settings(url)
     classifier = ActionClassifier(resolve_action_model(s, default_action_model()), threads=2)
@@ -133,7 +133,7 @@ def process(args: list[str], env: dict[str, str], ready: Optional[str] = None) -
 
     from tests.conftest import ROOT
 
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "workers", *args], cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     lines: list[str] = []

@@ -29,7 +29,7 @@ def _env(redis_url: str, tmp_path) -> dict[str, str]:
 def test_a_port_in_use_is_a_one_line_error(redis_url, tmp_path):
     with bind("127.0.0.1", 0) as taken:
         port = taken.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "workers.cli", "web", "--port", str(port)], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "workers", "web", "--port", str(port)], cwd=ROOT,
                               env=_env(redis_url, tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
@@ -40,7 +40,7 @@ def test_a_port_in_use_is_a_one_line_error(redis_url, tmp_path):
 
 def _serve(redis_url, tmp_path):
     """``web --no-auth`` on a free loopback port: (the process, its stderr lines as read, the reader)."""
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "web", "--port", "0", "--no-auth"],
+    proc = subprocess.Popen([sys.executable, "-m", "workers", "web", "--port", "0", "--no-auth"],
                             cwd=ROOT, env=_env(redis_url, tmp_path), stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
@@ -117,8 +117,8 @@ def test_sigterm_ends_the_open_live_streams_cleanly_and_logs_no_traceback(r, red
 
 
 def test_up_starts_the_page_on_a_free_port_when_its_own_is_taken(redis_url, tmp_path, capsys):
-    from workers.supervisor import child_env
-    from workers.up import _start_web
+    from shared.supervisor import child_env
+    from workers.console.up import _start_web
 
     assert _start_web(argparse.Namespace(no_web=True), {}) is None
     with bind("127.0.0.1", 0) as taken:
