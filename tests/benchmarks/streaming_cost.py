@@ -200,10 +200,10 @@ def parity(clips, model_path: Path, step_path: Path, args) -> dict:
 def latency(clips, series_of: dict, model_path: Path, args) -> None:
     """The action worker's rules (threshold, consecutive, cooldown 10 s) on the stream's scores
     (one per 4 frames) and on the worker's windows (stride, min_frames), figures as the
-    fall-model CV computes them (:mod:`workers.offline.stgcn.metrics`)."""
+    fall-model CV computes them (:mod:`workers.offline.stgcn.accuracy`)."""
     from dataclasses import replace
 
-    from workers.offline.stgcn import metrics
+    from workers.offline.stgcn import accuracy as metrics
     from workers.offline.stgcn.fall import clip_windows, window_size
 
     card = replace(load_card(model_path), window=args.window or load_card(model_path).window)

@@ -206,7 +206,7 @@ def _groups(r, stream):
 
 
 def _reader(tmp_path):
-    from workers.jobs.sources import open_reader
+    from workers.jobs.replay_sources import open_reader
 
     return open_reader(load_settings(data_dir=tmp_path / "data"))
 

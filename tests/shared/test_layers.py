@@ -132,7 +132,7 @@ def test_what_runs_in_a_worker_imports_no_offline_tooling():
     """Training, fine-tuning, evaluation and fetching stay apart from the running stages."""
     code = ("import sys, workers.console.cli, workers.console.up, workers.pose.worker, "
             "workers.action.worker, workers.pose.adapters, workers.action.classifier, "
-            "producer.producer, workers.alerting.service, workers.web.server, workers.jobs.app\n"
+            "producer.producer, workers.alerting.service, workers.web.server, workers.jobs.celery_app\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', "
             "'pycocotools', 'h5py') or m.startswith('workers.offline')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

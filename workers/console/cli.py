@@ -340,7 +340,7 @@ def _cmd_history(args) -> int:
 def _cmd_archive(args) -> int:
     settings = _settings(args, archive_dir=getattr(args, "export_dir", None) or args.dir)
     if args.archive_command == "export":
-        from workers.archive.kinetics import export_kinetics, parse_time
+        from workers.archive.skeleton_export import export_kinetics, parse_time
         from workers.archive.reader import ArchiveReader
         from workers.archive.storage import open_storage
 

@@ -115,7 +115,7 @@ def _redis(settings):
 def submit(settings, spec, args=None) -> None:
     """Check the source (ReplayError: nothing queued), register the job, queue its task."""
     from workers.jobs import registry
-    from workers.jobs.app import QUEUE, REPLAY_TASK, make_app
+    from workers.jobs.celery_app import QUEUE, REPLAY_TASK, make_app
 
     check_source(settings, spec, args)
     r = _redis(settings)
@@ -142,7 +142,7 @@ def cmd_run(args) -> int:
 def job_status(settings, job: str, app=None) -> dict:
     """The job's spec, registry state and the task's progress, as one JSON-able dict."""
     from workers.jobs import registry
-    from workers.jobs.app import make_app
+    from workers.jobs.celery_app import make_app
 
     r = _redis(settings)
     spec = registry.spec_of(r, job)
@@ -172,7 +172,7 @@ def follow(settings, job: str, out=None) -> int:
     out = out or sys.stdout  # looked up now: a test's captured stdout, not the one at import
 
     from workers.jobs import registry
-    from workers.jobs.app import make_app
+    from workers.jobs.celery_app import make_app
 
     app = make_app(settings)
     doc = job_status(settings, job, app)
@@ -219,7 +219,7 @@ def cmd_events(args, out=None) -> int:
 
 def cmd_cancel(args, wait_s: float = 3.0) -> int:
     from workers.jobs import registry
-    from workers.jobs.app import make_app
+    from workers.jobs.celery_app import make_app
 
     settings = _settings(args)
     r = _redis(settings)
@@ -253,7 +253,7 @@ def cmd_purge(args, out=None) -> int:
     """Check every job named first (nothing purged if one is unknown or not finished), then
     purge each and print what was removed."""
     from workers.jobs import purge
-    from workers.jobs.app import make_app
+    from workers.jobs.celery_app import make_app
 
     out = out or sys.stdout
     settings = _settings(args)
@@ -273,13 +273,13 @@ def cmd_purge(args, out=None) -> int:
 
 
 def cmd_jobs_worker(args) -> int:
-    """A Celery worker (threads) for replay jobs, as ``celery -A workers.jobs.app worker -Q
+    """A Celery worker (threads) for replay jobs, as ``celery -A workers.jobs.celery_app worker -Q
     actionstream-jobs``."""
     import os
     import socket
 
     from shared import metrics
-    from workers.jobs.app import QUEUE, make_app
+    from workers.jobs.celery_app import QUEUE, make_app
 
     from shared.heartbeat import Beater
     from workers.jobs.housekeeping import Housekeeper

@@ -27,7 +27,7 @@ def parse_speed(text: str) -> float:
 
 def _time(text: Optional[str], option: str) -> Optional[float]:
     """Epoch seconds or ISO 8601 (UTC when it names no zone), as ``archive export`` reads them."""
-    from workers.archive.kinetics import parse_time
+    from workers.archive.skeleton_export import parse_time
 
     return None if text is None else parse_time(text, option)
 
@@ -65,7 +65,7 @@ def spec_from_args(args, clock=time.time):
 
 def check_source(settings, spec, args=None) -> None:
     """ReplayError when the job's source has nothing to replay (``args``: the times as typed)."""
-    from workers.jobs import sources
+    from workers.jobs import replay_sources as sources
 
     if spec.source == "archive":
         sources.check_archive(sources.open_reader(settings), spec, getattr(args, "start", None),

@@ -1,4 +1,4 @@
-"""The I/O loop of one replay job (run by the Celery task in :mod:`workers.jobs.app`).
+"""The I/O loop of one replay job (run by the Celery task in :mod:`workers.jobs.celery_app`).
 
 Exactly once across worker deaths: the job holds a lease (``keys.lease_key("job", replay
 camera)``, a TTL renewed as it runs) so that no second copy of the task runs it at the same
@@ -30,7 +30,8 @@ from shared import keys
 from shared.leases import Leases
 from shared.redisio import ensure_group, lagging
 from shared.settings import Settings
-from workers.jobs import registry, skeleton_files, sources
+from workers.jobs import registry, skeleton_files
+from workers.jobs import replay_sources as sources
 from workers.jobs.replay import (PUBLISH, Checkpoint, JobSpec, Pacer, Progress, ReplayError, ReplayFailed,
                                  flat_fields)
 

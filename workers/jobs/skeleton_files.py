@@ -34,7 +34,7 @@ from shared import codec
 from shared.schemas import Skeletons
 from shared.skeleton import Person, box_from_keypoints
 from workers.jobs.replay import JobSpec, ReplayError
-from workers.jobs.sources import Item
+from workers.jobs.replay_sources import Item
 
 log = logging.getLogger(__name__)
 

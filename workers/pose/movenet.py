@@ -24,7 +24,7 @@ import numpy as np
 
 from shared.skeleton import Person, coco17_to_openpose18
 from workers.pose.openpose import check_image
-from workers.pose.runner import Prepared, SessionRunner
+from workers.pose.netrun import Prepared, SessionRunner
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from shared.skeleton import Person, box_from_keypoints
-from workers.pose.runner import Prepared, SessionRunner
+from workers.pose.netrun import Prepared, SessionRunner
 
 log = logging.getLogger(__name__)
 

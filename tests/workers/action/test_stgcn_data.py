@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from shared import kinetics
-from workers.offline.stgcn import data as D
+from workers.offline.stgcn import datasets as D
 from workers.offline.stgcn import feeder as F
 
 ROOT = Path(__file__).resolve().parents[3]

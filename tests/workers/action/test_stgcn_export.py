@@ -134,5 +134,5 @@ def test_cli_checkpoint_of_another_layout_exits_2(tmp_path, capsys):
 
 def test_light_modules_do_not_import_torch():
     code = ("import sys, workers.offline.stgcn, workers.offline.stgcn.graph, "
-            "workers.offline.stgcn.data; sys.exit('torch' in sys.modules)")
+            "workers.offline.stgcn.datasets; sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 
 from tests.conftest import shared_path  # noqa: E402
 from workers.offline.stgcn import augment as A  # noqa: E402
-from workers.offline.stgcn import metrics as MX  # noqa: E402
+from workers.offline.stgcn import accuracy as MX  # noqa: E402
 from workers.offline.stgcn.fall import Clip  # noqa: E402
 
 UPFALL_CLIP = "A01-S01-T1-C1"  # falling forward using hands, 640x480 @ 18 fps

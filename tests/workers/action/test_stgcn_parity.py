@@ -21,7 +21,7 @@ ort = pytest.importorskip("onnxruntime")
 from shared.skeleton import get_layout  # noqa: E402
 from workers.action.card import ModelCard  # noqa: E402
 from workers.offline.stgcn.checkpoint import CheckpointError, load_checkpoint, read_state_dict  # noqa: E402
-from workers.offline.stgcn.data import ClipError, read_kinetics_json  # noqa: E402
+from workers.offline.stgcn.datasets import ClipError, read_kinetics_json  # noqa: E402
 from workers.offline.stgcn.export import export_onnx  # noqa: E402
 from workers.offline.stgcn.graph import Graph  # noqa: E402
 from workers.offline.stgcn.model import STGCN  # noqa: E402

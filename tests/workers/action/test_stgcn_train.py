@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from shared import kinetics  # noqa: E402
-from workers.offline.stgcn import data as D  # noqa: E402
+from workers.offline.stgcn import datasets as D  # noqa: E402
 from workers.offline.stgcn.stgcncli import fall_main, train_main  # noqa: E402
 from workers.offline.stgcn.feeder import ArrayDataset  # noqa: E402
 from workers.offline.stgcn.train import (PLANS, TrainOptions, build_stgcn, evaluate, fit,  # noqa: E402

@@ -23,7 +23,7 @@ pytest.importorskip("onnxruntime")
 from tests.conftest import shared_path  # noqa: E402
 from workers.action.card import load_card  # noqa: E402
 from workers.action.classifier import body_normalise  # noqa: E402
-from workers.offline.stgcn.data import read_kinetics_json  # noqa: E402
+from workers.offline.stgcn.datasets import read_kinetics_json  # noqa: E402
 from workers.offline.stgcn.model import build_model  # noqa: E402
 from workers.offline.stgcn.onnx_weights import stgcn_from_onnx  # noqa: E402
 from workers.offline.stgcn.continual import (StreamingSTGCN, export_step_onnx, layer_timings,  # noqa: E402

@@ -16,7 +16,7 @@ import pytest
 from shared import keys
 from shared.redisio import group_lag
 from tests.workers.archive.archive_helpers import T0, Clock, publish_skeletons, settings, skeletons
-from workers.offline.stgcn.data import read_kinetics_json
+from workers.offline.stgcn.datasets import read_kinetics_json
 from shared.kinetics import read_exported_skeletons
 from workers.archive.archiver import Archiver
 from workers.archive.storage import LocalStorage

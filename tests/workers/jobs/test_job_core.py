@@ -176,7 +176,7 @@ def test_rule_overrides_apply_to_their_camera_only():
 
 def test_the_jobs_app_is_json_only_with_late_acks_and_the_visibility_timeout_setting():
     from shared.settings import Settings
-    from workers.jobs.app import QUEUE, jobs_config
+    from workers.jobs.celery_app import QUEUE, jobs_config
 
     config = jobs_config(Settings(redis_url="redis://h:1/0", jobs_visibility_timeout_s=4))
     assert config["accept_content"] == ["json"] and config["result_accept_content"] == ["json"]

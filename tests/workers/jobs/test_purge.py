@@ -113,7 +113,7 @@ def _check_only_that_job_is_gone(r, before: set[bytes], gone: JobSpec, kept: Job
 def test_purge_removes_every_key_of_the_job_and_nothing_else(r, redis_url, capsys):
     gone, kept = _two_jobs_and_a_live_camera(r, redis_url)
     guards = {keys.event_guard_key(e["id"]).encode() for e in _events_of(r, gone.replay_camera)}
-    from workers.jobs.app import make_app
+    from workers.jobs.celery_app import make_app
 
     backend = make_app(load_settings(redis_url=redis_url)).backend
     backend.store_result(gone.job, {"published": CLIP_FRAMES}, "SUCCESS")  # what its task left

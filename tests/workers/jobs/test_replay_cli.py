@@ -7,7 +7,7 @@ import pytest
 from shared import keys
 from tests.conftest import shared_path
 from workers.console.cli import main
-from workers.jobs.app import QUEUE
+from workers.jobs.celery_app import QUEUE
 
 
 @pytest.mark.parametrize("args,error", [

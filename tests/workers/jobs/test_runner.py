@@ -127,7 +127,7 @@ def test_a_folder_of_videos_replays_in_name_order_with_seqs_counting_on(tmp_path
     import cv2
     import numpy as np
 
-    from workers.jobs import sources
+    from workers.jobs import replay_sources as sources
 
     for name, n, shade in (("b.avi", 4, 200), ("a.avi", 3, 50)):
         writer = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))

@@ -117,7 +117,7 @@ def test_a_model_that_leaves_frames_untaken_fails_the_batch_instead_of_losing_th
                                             ("mobilenet_thin", "mobilenet_thin.onnx")])
 def test_io_binding_gives_the_plain_runs_outputs(name, filename):
     """IO binding (on by itself on CUDA only) forced on the CPU: the same outputs."""
-    from workers.pose.runner import SessionRunner
+    from workers.pose.netrun import SessionRunner
     from workers.pose.adapters import load_pose_model
 
     path = shared_path("models", filename)

@@ -10,7 +10,7 @@ training windows are the windows the model will see; the classifier's own prepro
 (the card's ``normalisation``, :func:`workers.action.classifier.preprocess`) is applied to
 them in training and evaluation alike. Training uses a finer stride than the worker (more
 windows per clip) and augments them (:mod:`workers.offline.stgcn.augment`); evaluation uses
-the worker's stride and rules (:mod:`workers.offline.stgcn.metrics`).
+the worker's stride and rules (:mod:`workers.offline.stgcn.accuracy`).
 
 Fall intervals (seqs, 0-based), see :func:`workers.offline.stgcn.fallsources.label_clip`: URFD
 from its per-frame labels (the frames labelled 0), NTU A043 from the track's descent
@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from workers.offline.stgcn import metrics
+from workers.offline.stgcn import accuracy as metrics
 from shared.kinetics import EXPORT_SCALE
 from workers.action.window import CameraWindows, WindowRef
 

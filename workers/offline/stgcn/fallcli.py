@@ -177,7 +177,9 @@ def run_fall(args) -> int:
     """CV and cross-dataset runs (optional), final training on every clip, export."""
     from dataclasses import replace
 
-    from workers.offline.stgcn import fall, metrics
+    from workers.offline.stgcn import fall
+
+    from workers.offline.stgcn import accuracy as metrics
 
     cfg = fall_config(args)
     clips = load(args)
@@ -225,7 +227,7 @@ def _brief(r: Optional[dict]) -> str:
 
 
 def _print(rows: list[dict], best: dict, default: Optional[dict]) -> None:
-    from workers.offline.stgcn import metrics
+    from workers.offline.stgcn import accuracy as metrics
 
     for r in rows:
         is_default = default is not None and all(r[k] == default[k] for k in ("threshold", "consecutive"))

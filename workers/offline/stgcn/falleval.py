@@ -74,7 +74,7 @@ def alert_features(clips, scored: dict, cfg, threshold: float, consecutive: int)
     """The windows raising ``falling`` without the confirmation, with their features and
     whether they are true (a fall clip's window ending at or after its fall began)."""
     from workers.action.confirm import features
-    from workers.offline.stgcn.metrics import clip_events
+    from workers.offline.stgcn.accuracy import clip_events
 
     rows = []
     for clip in clips:
@@ -104,7 +104,7 @@ def eval_parser() -> argparse.ArgumentParser:
 
 def run_eval(args) -> int:
     from workers.action.classifier import ActionClassifier
-    from workers.offline.stgcn import metrics
+    from workers.offline.stgcn import accuracy as metrics
     from workers.offline.stgcn.fallcli import default_rule, fall_config, load
 
     clf = ActionClassifier(args.model, providers=["CPUExecutionProvider"], threads=1)

@@ -10,7 +10,7 @@ the action worker's windows have them (the original moves them too).
 Datasets yield ``(data (3, T, V, M) float32, label int, length int)``: ``length`` is the
 number of valid frames (zero padding follows them). :class:`ArrayDataset` holds in-memory
 (or memory-mapped) arrays; :func:`from_gendata` opens the ``*_data.npy`` + ``*_label.pkl``
-pair that :func:`workers.offline.stgcn.data.gendata` writes.
+pair that :func:`workers.offline.stgcn.datasets.gendata` writes.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class ArrayDataset:
 def from_gendata(data_path: str | os.PathLike, label_path: str | os.PathLike,
                  **augment) -> ArrayDataset:
     """An :class:`ArrayDataset` over a gendata pair (the data stays memory-mapped)."""
-    from workers.offline.stgcn.data import load_gendata
+    from workers.offline.stgcn.datasets import load_gendata
 
     data, labels, _ = load_gendata(data_path, label_path)
     return ArrayDataset(data, labels, **augment)

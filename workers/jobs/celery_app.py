@@ -1,5 +1,5 @@
 """The Celery app of replay jobs: ``actionstream jobs-worker`` (or ``celery -A
-workers.jobs.app worker -Q actionstream-jobs``) runs :data:`REPLAY_TASK`.
+workers.jobs.celery_app worker -Q actionstream-jobs``) runs :data:`REPLAY_TASK`.
 
 JSON only, late acks (:mod:`shared.celeryconf`), a JSON result backend on the same Redis
 for the task's PROGRESS meta ``{done, total, eta_s, phase}``. A worker killed mid-replay
@@ -92,7 +92,7 @@ def make_app(settings: Optional[Settings] = None) -> Celery:
 
 
 def __getattr__(name: str):
-    """``app``, made on first use (``celery -A workers.jobs.app worker`` finds it here)."""
+    """``app``, made on first use (``celery -A workers.jobs.celery_app worker`` finds it here)."""
     if name == "app":
         globals()["app"] = make_app()
         return globals()["app"]
