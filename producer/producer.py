@@ -27,39 +27,21 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from typing import Callable, Optional
 
 import numpy as np
 
 from shared import codec, heartbeat, keys, metrics
+from shared.backoff import backoff_delay
 from shared.durability import Durability
-from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, groups_lag, redact
+from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, redact
 from shared.schemas import EndOfStream, Frame, run_id
 from shared.settings import Camera, Settings, SettingsError
+from producer.publisher import PUBLISHED, Publisher
 from producer.sources import Source, SourceError, crop_and_resize, identity, jpeg_frame, open_source
 
 log = logging.getLogger(__name__)
-
-
-# KEYS[1] the frame stream, KEYS[2] the producer hash; ARGV: the item's seq, the next seq, the
-# MAXLEN ('' for none), 'frame' or the end-of-stream tag 'eos:EPOCH:SEQ', then field, value, ...
-PUBLISH = """
-if ARGV[4] == 'frame' then
-  if tonumber(ARGV[1]) < tonumber(redis.call('HGET', KEYS[2], 'seq') or '0') then return 0 end
-else
-  if redis.call('HGET', KEYS[2], 'eos') == ARGV[4] then return 0 end
-  redis.call('HSET', KEYS[2], 'eos', ARGV[4])
-end
-local args = {KEYS[1]}
-if ARGV[3] ~= '' then args = {KEYS[1], 'MAXLEN', '~', ARGV[3]} end
-args[#args + 1] = '*'
-for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
-redis.call('XADD', unpack(args))
-redis.call('HSET', KEYS[2], 'seq', ARGV[2])
-return 1
-"""
 
 
 class Producer:
@@ -92,9 +74,9 @@ class Producer:
 
     def run(self, max_frames: Optional[int] = None) -> int:
         source = open_source(self.camera.source, self.camera.fps)  # SourceError -> caller
-        url = self.settings.redis_url or "redis://127.0.0.1:6379/0"
+        url = self.settings.redis_target
         self.r = connect(url)
-        self._publish_script = self.r.register_script(PUBLISH)
+        self.publisher = Publisher(self.r, self.stream, self.key, durability=self.durability)
         log.info("camera %s: %s source %s at %.1f fps, mode %s, redis %s", self.camera.id,
                  source.kind, source.spec, source.fps, self.mode, redact(url))
         self._until_written(self._register, source)
@@ -128,6 +110,8 @@ class Producer:
                 "frames": source.frame_count, "epoch": self.epoch, "run": self.run_id}
         if getattr(self.camera, "rules", None) is not None:  # the camera file's own alert rule
             desc["rules"] = self.camera.rules.model_dump(exclude_none=True)
+        if getattr(self.camera, "motion", None) is not None:  # the camera file's own motion gating
+            desc["motion"] = self.camera.motion.model_dump(exclude_none=True)
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(keys.CAMERAS_KEY, self.camera.id, json.dumps(desc))
         for stage in (keys.POSE_GROUP, keys.ACTION_GROUP):
@@ -196,14 +180,12 @@ class Producer:
 
     def _xadd(self, fields: dict, next_seq: int, maxlen: Optional[int] = None) -> bool:
         """XADD ``fields`` and record ``next_seq`` as where a restart continues, in one script
-        that refuses what was already published: a write retried after an error that left its
-        fate unknown (a lost reply, a failover) adds nothing twice. False when refused."""
-        eos = fields.get("kind") == "eos"
-        tag = f"eos:{self.epoch}:{fields['seq']}" if eos else "frame"
-        args = [fields["seq"], next_seq, "" if maxlen is None else maxlen, tag]
-        for k, v in fields.items():
-            args += [k, v]
-        return bool(self._publish_script(keys=[self.stream, self.key], args=args))
+        that refuses what was already published (:mod:`producer.publisher`): a write retried
+        after an error that left its fate unknown (a lost reply, a failover) adds nothing
+        twice. False when refused. An end of stream is tagged with the epoch: each epoch's is
+        published once."""
+        eos = f"eos:{self.epoch}:{fields['seq']}" if fields.get("kind") == "eos" else ""
+        return self.publisher.put(fields, mark=next_seq, eos=eos, maxlen=maxlen) == PUBLISHED
 
     def _write(self, fields: dict, next_seq: int, maxlen: Optional[int] = None) -> None:
         """:meth:`_xadd`, then (``durable_frames``) its confirmation (:mod:`shared.durability`:
@@ -213,8 +195,7 @@ class Producer:
         ``actionstream_durable_waits_total{stream="frames"}``."""
         while True:
             self._xadd(fields, next_seq, maxlen)
-            why = self.durability.confirm(self.r, self.stream, what="frames",
-                                          must_reach=(self.key, "seq", next_seq))
+            why = self.publisher.confirm(next_seq)
             if why is None:
                 return
             self.stats["unconfirmed"] += 1
@@ -240,7 +221,7 @@ class Producer:
         without bound; a group other than the pose stage's that holds the producer back is a
         warning (once a minute) and ``actionstream_stream_group_behind_entries``."""
         limit = self.settings.replay_max_lag
-        behind = {g: n for g, n in groups_lag(self.r, self.stream).items() if n >= limit}
+        behind = self.publisher.behind(limit)
         for group, n in behind.items():
             if group != keys.POSE_GROUP:
                 metrics.STREAM_BEHIND.labels(self.stream, group).set(n)
@@ -262,29 +243,32 @@ class Producer:
 
     def _until_written(self, action: Callable, *args) -> None:
         """Run ``action`` until Redis takes it (replay: nothing is lost)."""
-        backoff = 0.2
+        attempt = 0
         while True:
             try:
                 return action(*args)
             except CONNECTION_ERRORS as exc:
                 if self._stop:
                     raise
-                self._reconnect_pause(exc, backoff)
-                backoff = min(backoff * 2, 10.0)
+                self._reconnect_pause(exc, backoff_delay(attempt, 0.2, 10.0))
+                attempt += 1
 
-    def _reconnect_pause(self, exc: BaseException, backoff: float = 0.5) -> None:
+    def _reconnect_pause(self, exc: BaseException, delay: Optional[float] = None) -> None:
+        """Count the outage and sleep ``delay`` (None: live mode's pause per dropped frame,
+        0.25 to 0.75 s)."""
+        delay = backoff_delay(0, 0.5, 0.5) if delay is None else delay
         self.stats["state"] = "disconnected"
         self.stats["reconnects"] += 1
         metrics.RECONNECTS.labels("producer", "redis").inc()
-        log.warning("camera %s: redis unreachable (%s); retrying in %.1f s", self.camera.id, exc, backoff)
-        self.sleep(backoff * (0.5 + random.random()))
+        log.warning("camera %s: redis unreachable (%s); retrying in %.1f s", self.camera.id, exc, delay)
+        self.sleep(delay)
 
     def _reopen(self, source: Source, exc: SourceError) -> None:
-        backoff = 0.5
+        attempt = 0
         self.stats["state"] = "source lost"
         log.warning("camera %s: %s; reopening", self.camera.id, exc)
         while not self._stop:
-            self.sleep(backoff * (0.5 + random.random()))
+            self.sleep(backoff_delay(attempt, 0.5, 30.0))
             try:
                 source.reopen()
                 self.stats["source_reopens"] += 1
@@ -294,7 +278,7 @@ class Producer:
                 return
             except SourceError as again:
                 log.warning("camera %s: reopen failed (%s)", self.camera.id, again)
-                backoff = min(backoff * 2, 30.0)
+                attempt += 1
 
     def _wait_until(self, ts: float) -> None:
         delay = ts - self.clock()

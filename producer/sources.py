@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
+from shared.errors import UserError
 from shared.schemas import Frame
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 
 
-class SourceError(RuntimeError):
+class SourceError(UserError, RuntimeError):
     """A source cannot be opened or read; the text names it."""
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ssl
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from shared.ops import DEFAULT_URL
 from shared.settings import Settings, SettingsError
 
 ALERTS_QUEUE = "actionstream"
@@ -14,7 +13,7 @@ ALERTS_QUEUE = "actionstream"
 
 def broker_url(settings: Settings) -> str:
     """The URL of Celery's broker (and result backend): a plain Redis, never a cluster."""
-    url = settings.broker_url or settings.redis_url or DEFAULT_URL
+    url = settings.broker_url or settings.redis_target
     if url.split("://", 1)[0].endswith("+cluster"):
         raise SettingsError("Celery cannot use a Redis Cluster as its broker (kombu has no cluster "
                             "transport): set ACTIONSTREAM_BROKER_URL to a plain redis:// server")

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from shared.errors import UserError
 from shared.schemas import MAX_RUN_CHARS, SCHEMA_VERSION, DeadLetter, EndOfStream, Event, Frame, Skeletons
 from shared.skeleton import NUM_JOINTS, Person
 
@@ -22,7 +23,7 @@ MAX_PEOPLE = 256
 MAX_JSON_BYTES = 4 * 1024 * 1024
 
 
-class DecodeError(ValueError):
+class DecodeError(UserError, ValueError):
     """A message cannot be decoded; the text says why."""
 
 

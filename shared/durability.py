@@ -25,10 +25,11 @@ from typing import Optional, Sequence
 import redis
 
 from shared import keys, metrics
+from shared.errors import ActionstreamError
 from shared.redisio import is_cluster
 
 
-class DurabilityError(Exception):
+class DurabilityError(ActionstreamError):
     """A write not confirmed durable (what :meth:`Durability.confirm` said), so not acknowledged."""
 
 

@@ -11,13 +11,13 @@ reconnect with capped, jittered backoff. A subclass handles one entry at a time
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import Callable, Optional
 
 import redis
 
 from shared import claiming, metrics
+from shared.backoff import backoff_delay
 from shared.reading import read_group
 from shared.redisio import CONNECTION_ERRORS, add_dead_letter, ensure_group, is_cluster
 
@@ -68,20 +68,21 @@ class StreamFollower:
 
     def run(self, burst: bool = False) -> int:
         """Follow until stopped (``burst``: until nothing is left); :meth:`result`."""
-        backoff = 0.2
+        attempt = 0  # failed ticks in a row: the backoff's exponent
         while not self._stop:
             try:
                 ensure_group(self.r, self.stream, self.group)
                 got = self.tick()
-                backoff = 0.2
+                attempt = 0
             except (*CONNECTION_ERRORS, *self.retry_errors) as exc:
                 what = self.unreachable(exc)
                 self.metrics["reconnects"] += 1
                 metrics.RECONNECTS.labels(self.group, what).inc()
+                delay = backoff_delay(attempt, 0.2, 10.0)
                 log.warning("%s %s: %s unreachable (%s); retrying in %.1f s", self.group, self.consumer,
-                            what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, backoff)
-                time.sleep(backoff * (0.5 + random.random()))
-                backoff, self.backlog = min(backoff * 2, 10.0), True
+                            what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, delay)
+                time.sleep(delay)
+                attempt, self.backlog = attempt + 1, True
                 continue
             if burst and not got and not self.backlog:
                 break

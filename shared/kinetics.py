@@ -10,20 +10,96 @@ values: x/width, y/height per OpenPose-18 joint, 0 where unseen), ``score`` (18)
 from __future__ import annotations
 
 import json
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from shared.errors import UserError
 from shared.schemas import Skeletons
 from shared.skeleton import Person, box_from_keypoints
 
 OPENPOSE_JOINTS = 18
 
 
-class ClipError(ValueError):
+class ClipError(UserError, ValueError):
     """A skeleton clip file cannot be read; the text names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One Kinetics-skeleton file as read (:func:`read_clip`): its frames ``(frame_index,
+    [(pose (18, 2), score (18,), track_id or None), ...])`` in frame order (a frame_index given
+    twice: the first), and what the file says of itself (``None``: not given)."""
+
+    path: Path
+    camera: Optional[str]
+    fps: Optional[float]
+    size: Optional[tuple[int, int]]  # the frame in pixels (width, height)
+    frames: list
+
+
+def read_clip(path: str | os.PathLike) -> Clip:
+    """The one reader of the format: a Kinetics-skeleton file, checked (``pose`` and ``score``
+    of 18 joints, finite; ``frame_index`` a number 0 or more). :class:`ClipError` naming the
+    file and what is wrong with it. A file without frames is read (no frames): whether that
+    is an error is the caller's to say."""
+    path = Path(path)
+    try:
+        info = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ClipError(f"skeleton file {path}: cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ClipError(f"skeleton file {path}: not JSON (binary, not UTF-8 text)") from None
+    except ValueError as exc:
+        raise ClipError(f"skeleton file {path}: not JSON ({exc})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("data"), list):
+        raise ClipError(f"skeleton file {path}: not a Kinetics-skeleton file (no \"data\" list of frames)")
+    frames: dict = {}
+    for frame in info["data"]:
+        index, people = _frame(path, frame)
+        frames.setdefault(index, people)  # a frame_index given twice: the first
+    camera = info.get("camera") if isinstance(info.get("camera"), str) else None
+    return Clip(path, camera, _positive(info.get("fps")), _size(info), sorted(frames.items()))
+
+
+def _frame(path: Path, frame: Any) -> tuple[int, list]:
+    index = frame.get("frame_index") if isinstance(frame, dict) else None
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ClipError(f"skeleton file {path}: a frame's frame_index is {index!r}, not a "
+                        "frame number (0 or more)")
+    people = []
+    for m, person in enumerate(frame.get("skeleton") or []):
+        pose = person.get("pose") if isinstance(person, dict) else None
+        score = person.get("score") if isinstance(person, dict) else None
+        try:
+            pose = np.asarray(pose, dtype=np.float64).reshape(OPENPOSE_JOINTS, 2)
+            score = np.asarray(score, dtype=np.float64).reshape(OPENPOSE_JOINTS)
+            if not (np.isfinite(pose).all() and np.isfinite(score).all()):
+                raise ValueError("not finite")
+        except (TypeError, ValueError):
+            raise ClipError(
+                f"skeleton file {path}: frame_index {index}, person {m}: expected \"pose\" of "
+                f"{2 * OPENPOSE_JOINTS} numbers (x, y of OpenPose-18 joints) and \"score\" of "
+                f"{OPENPOSE_JOINTS}") from None
+        track = person.get("track_id")
+        ok = isinstance(track, (int, float)) and math.isfinite(track)
+        people.append((pose, score, int(track) if ok else None))
+    return index, people
+
+
+def _positive(value: Any) -> Optional[float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    return None
+
+
+def _size(info: dict) -> Optional[tuple[int, int]]:
+    w, h = _positive(info.get("width")), _positive(info.get("height"))
+    return (int(w), int(h)) if w and h else None
 
 
 def kinetics_frame(seq: int, width: int, height: int, people: list[Person]) -> dict:
@@ -73,29 +149,23 @@ def read_exported_skeletons(path: str | os.PathLike, fps: float = 30.0,
     x/width, y/height), ``score`` (18) and ``track_id``. Keypoints are scaled back to a
     ``size`` frame (the export does not keep the real one; x/width is what the windows
     use, so only the nearest-person order can differ), boxes come from the keypoints and
-    ``ts = seq / fps``. Frames of the export without people are kept (empty).
+    ``ts = seq / fps``. Frames of the export without people are kept (empty). Read by
+    :func:`read_clip` (:class:`ClipError` naming the file and the reason).
     """
-    path = Path(path)
-    try:
-        info = json.loads(path.read_text())
-        frames = sorted(info["data"], key=lambda f: int(f["frame_index"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ClipError(f"{path}: not an actionstream skeleton export: {exc}") from None
-    camera = str(info.get("camera") or path.stem)
+    clip = read_clip(path)  # ClipError naming the file and the reason
+    camera = clip.camera or clip.path.stem
     scale = np.array(size, dtype=np.float64)
     out = []
-    for frame in frames:
-        people = []
-        for sk in frame.get("skeleton") or []:
+    for seq, people in clip.frames:
+        persons = []
+        for pose, score, track in people:
             kp = np.zeros((OPENPOSE_JOINTS, 3), dtype=np.float64)
-            kp[:, :2] = np.asarray(sk["pose"], dtype=np.float64).reshape(OPENPOSE_JOINTS, 2) * scale
-            kp[:, 2] = sk["score"]
+            kp[:, :2], kp[:, 2] = pose * scale, score
             kp[kp[:, 2] <= 0] = 0.0
-            people.append(Person(kp, box_from_keypoints(kp.astype(np.float32)),
-                                 float(kp[:, 2].mean()), int(sk.get("track_id", -1))))
-        seq = int(frame["frame_index"])
+            persons.append(Person(kp, box_from_keypoints(kp.astype(np.float32)),
+                                  float(kp[:, 2].mean()), -1 if track is None else track))
         out.append(Skeletons(camera=camera, seq=seq, ts=seq / fps, width=int(size[0]),
-                             height=int(size[1]), people=tuple(people), model="export"))
+                             height=int(size[1]), people=tuple(persons), model="export"))
     return camera, out
 
 

@@ -11,11 +11,13 @@ that is still valid (after a Redis blip it is not blocked by itself), with a new
 from __future__ import annotations
 
 import logging
-from typing import Optional
+import threading
+from typing import Callable, Iterable, Optional
 
 import redis
 
 from shared import keys
+from shared.redisio import CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +108,67 @@ class Leases:
     def holder(self, camera: str) -> Optional[str]:
         raw = self.r.get(self.key(camera))
         return holder_of(raw.decode() if raw is not None else None)
+
+
+def renew_period_s(ttl_s: float) -> float:
+    """How often a worker renews its leases (and reconsiders them): a quarter of the TTL, at
+    most 2 s, so that a lease survives several missed rounds."""
+    return min(2.0, ttl_s / 4)
+
+
+class LeaseKeeper:
+    """A thread that renews the leases a worker holds, every ``period_s``, and then calls
+    ``beat`` (the heartbeat), so that neither lapses while a long batch runs.
+
+    It only renews: taking and giving back cameras is the main loop's job. A lease that can
+    no longer be renewed (it expired and another worker took it) is reported by
+    :meth:`take_lost`, and the main loop drops its camera; until then the fenced writes
+    already refuse everything of it. ``leases`` is set (again) on each connect, ``held``
+    says which cameras the worker holds now.
+    """
+
+    def __init__(self, held: Callable[[], Iterable[str]], period_s: float,
+                 beat: Callable[[], None] = lambda: None, name: str = "leases") -> None:
+        self.held = held
+        self.period_s = period_s
+        self.beat = beat
+        self.name = name
+        self.leases: Optional[Leases] = None
+        self._lost: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, wait_s: float = 5.0) -> None:
+        """No more renewals or beats; waits up to ``wait_s`` for the thread to end."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread() and wait_s > 0:
+            self._thread.join(wait_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.renew_once()
+            except CONNECTION_ERRORS:
+                pass  # the main loop sees the outage and reconnects
+            except Exception:  # never let the keeper die silently
+                log.exception("%s: lease keeper failed", self.name)
+
+    def renew_once(self) -> None:
+        """One round: renew every lease held, then beat the heart."""
+        for cam in list(self.held()):
+            if self.leases is not None and not self.leases.renew(cam):
+                with self._lock:
+                    self._lost.add(cam)
+        self.beat()
+
+    def take_lost(self) -> set[str]:
+        """The cameras whose lease could not be renewed since the last call."""
+        with self._lock:
+            lost, self._lost = self._lost, set()
+        return lost

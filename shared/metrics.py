@@ -24,6 +24,8 @@ from typing import Iterable, Optional
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.errors import UserError
+
 log = logging.getLogger(__name__)
 
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -36,6 +38,9 @@ FRAMES_OUT = Counter("actionstream_frames_out_total", "Entries a stage processed
 FRAMES_SKIPPED = Counter("actionstream_frames_skipped_total", "Frames not processed: stale in live mode "
                          "(pose) or not written while Redis was away (producer)",
                          ["stage", "camera", "reason"])
+POSE_FRAMES_GATED = Counter("actionstream_pose_frames_gated_total", "Frames the pose model did not run "
+                            "on because nothing moved (their skeletons repeat the camera's last ones)",
+                            ["camera"])
 BATCH_SIZE = Histogram("actionstream_batch_size", "Entries in one batch a stage worker handled",
                        ["stage"], buckets=_SIZES)
 INFERENCE_SECONDS = Histogram("actionstream_inference_seconds", "Time of one model call (a whole batch)",
@@ -73,8 +78,9 @@ STREAM_BEHIND = Gauge("actionstream_stream_group_behind_entries", "Entries of a 
                       "consumer group has not read yet, when near the bound (the writer then holds back)",
                       ["stream", "group"])
 
-ALL = (FRAMES_IN, FRAMES_OUT, FRAMES_SKIPPED, BATCH_SIZE, INFERENCE_SECONDS, INFERENCE_ITEMS, STREAM_LAG,
-       ENTRY_AGE, LEASES_HELD, LEASE_CHANGES, EVENTS, EVENT_DUPLICATES, DEAD_LETTERS, RECONNECTS,
+ALL = (FRAMES_IN, FRAMES_OUT, FRAMES_SKIPPED, POSE_FRAMES_GATED, BATCH_SIZE, INFERENCE_SECONDS,
+       INFERENCE_ITEMS, STREAM_LAG, ENTRY_AGE, LEASES_HELD, LEASE_CHANGES, EVENTS, EVENT_DUPLICATES,
+       DEAD_LETTERS, RECONNECTS,
        ALERT_TASKS, CELERY_TASKS, WEBHOOK_DELIVERIES, WEBHOOK_DISABLED, DURABLE_WAITS, STREAM_BEHIND)
 SKIP_REASONS = ("stale", "redis_unreachable")
 PER_CAMERA = (FRAMES_IN, FRAMES_OUT, STREAM_LAG, ENTRY_AGE)  # labels (stage, camera)
@@ -84,7 +90,7 @@ REASON_KINDS = (("undecodable", "undecodable"), ("failed ", "processing_failed")
                 ("delivered ", "redelivered"))
 
 
-class MetricsError(ValueError):
+class MetricsError(UserError, ValueError):
     """The metrics port cannot be served (taken, not allowed)."""
 
 

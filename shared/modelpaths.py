@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shared.errors import UserError
 from shared.posemodels import pose_model_info
 from shared.settings import Settings, find_shared_dir
 
 
-class ModelNotFound(FileNotFoundError):
+class ModelNotFound(UserError, FileNotFoundError):
     """No file for a named model; the text says where it looked and how to get one."""
 
 

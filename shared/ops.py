@@ -11,13 +11,11 @@ from shared.codec import DecodeError
 from shared.redisio import connect, group_lag, registered_cameras, stream_entries, text
 from shared.settings import Settings
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-
 
 def print_events(settings: Settings, follow: bool = False, camera: Optional[str] = None,
                  out: TextIO = sys.stdout, max_events: Optional[int] = None) -> int:
     """Print stored events as JSON lines; with ``follow``, keep printing new ones."""
-    r = connect(settings.redis_url or DEFAULT_URL)
+    r = connect(settings)
     last, shown = "0", 0
     while True:
         resp = r.xread({keys.EVENTS_STREAM: last}, count=500, block=1000 if follow else None)
@@ -77,13 +75,13 @@ def process_metrics(workers: list[dict], urls=()) -> dict:
 
 
 def print_status(settings: Settings, out: TextIO = sys.stdout, metrics_urls=()) -> int:
-    r = connect(settings.redis_url or DEFAULT_URL)
+    r = connect(settings)
     out.write(json.dumps(status(r, metrics_urls), indent=2) + "\n")
     return 0
 
 
 def print_dead_letters(settings: Settings, count: int = 100, out: TextIO = sys.stdout) -> int:
-    r = connect(settings.redis_url or DEFAULT_URL)
+    r = connect(settings)
     for entry_id, fields in r.xrevrange(keys.DEADLETTER_STREAM, count=count):
         try:
             dl = codec.decode_dead_letter(fields)

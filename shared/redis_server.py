@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from shared.errors import UserError
 from shared.lifeline import die_with_parent, set_parent_death_signal
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 GRACE_S = 2.0  # after the owner died: time for its other children to ack before the server stops
 
 
-class ServerError(RuntimeError):
+class ServerError(UserError, RuntimeError):
     """No server binary was found, or the server did not start."""
 
 

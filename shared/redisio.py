@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Hashable, Iterable, Optional, TypeVar
+from typing import Any, Callable, Hashable, Iterable, Optional, Protocol, TypeVar, Union
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -15,6 +15,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 
 from shared import codec, keys
+from shared.errors import ActionstreamError
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,24 @@ TOPOLOGY_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.A
 K = TypeVar("K")
 
 
-class TopologyChanged(redis.ConnectionError):
+class TopologyChanged(ActionstreamError, redis.ConnectionError):
     """A cluster node failed or gave its slots away mid-read: reconnect and read again."""
+
+
+class RedisTarget(Protocol):
+    """What names a Redis: :class:`shared.settings.Settings` (not imported here: settings
+    imports this module), its ``redis_target`` being ``redis_url`` or the default."""
+
+    @property
+    def redis_target(self) -> str: ...
+
+
+Where = Union[str, RedisTarget]
+
+
+def url_of(where: Where) -> str:
+    """The URL ``where`` names: a URL itself, or the settings' ``redis_target``."""
+    return where if isinstance(where, str) else where.redis_target
 
 
 def is_cluster_url(url: Optional[str]) -> bool:
@@ -62,13 +79,16 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     return nodes, opts
 
 
-def connect(url: str, timeout: float = 5.0) -> redis.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://`` for TLS, user:password allowed;
-    ``redis+cluster://h1:p1,h2:p2`` for a Redis Cluster: a :class:`RedisCluster`).
+def connect(where: Where, timeout: float = 5.0) -> redis.Redis:
+    """The one way to a Redis: a client for ``where``, the settings (their ``redis_url``, with
+    the ACL user, password and CA put in; else the default local server) or an explicit URL
+    (``redis://``, ``rediss://`` for TLS, user:password allowed; ``redis+cluster://h1:p1,h2:p2``
+    for a Redis Cluster: a :class:`RedisCluster`).
 
     Nothing is sent until the first command (a cluster asks its seeds for the slot map at
     once); bytes are returned undecoded.
     """
+    url = url_of(where)
     if is_cluster_url(url):
         nodes, opts = parse_cluster_url(url)
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes],
@@ -159,12 +179,14 @@ def xread_any(r: redis.Redis, streams: dict[str, str], count: int, block: Option
     return read_by_slot(r, streams, read, block)
 
 
-def connect_async(url: str, timeout: float = 5.0):
-    """An asyncio client for ``url`` (a cluster's for ``redis+cluster://``)."""
+def connect_async(where: Where, timeout: float = 5.0):
+    """An asyncio client for ``where`` (settings or a URL, as :func:`connect`; a cluster's for
+    ``redis+cluster://``)."""
     import redis.asyncio as aioredis
     from redis.asyncio.cluster import ClusterNode as AsyncNode
     from redis.asyncio.cluster import RedisCluster as AsyncCluster
 
+    url = url_of(where)
     if is_cluster_url(url):
         nodes, opts = parse_cluster_url(url)
         return AsyncCluster(startup_nodes=[AsyncNode(h, p) for h, p in nodes], socket_connect_timeout=timeout,

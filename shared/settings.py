@@ -19,13 +19,17 @@ from pydantic import (AfterValidator, BaseModel, Field, SecretStr, ValidationErr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
+from shared.errors import UserError
 from shared.keys import check_camera_id
 from shared.posemodels import PoseModelName
 
 Mode = Literal["live", "replay"]
 
+# the Redis a process connects to when ACTIONSTREAM_REDIS_URL (--redis) is unset: Settings.redis_target
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
-class SettingsError(ValueError):
+
+class SettingsError(UserError, ValueError):
     """Settings or a camera file are invalid; the text names the field."""
 
 
@@ -101,10 +105,15 @@ def _user_cache_dir() -> Path:
     return Path(base) / "actionstream" / "models"
 
 
-class Settings(BaseSettings):
-    """Process-wide settings; every field can be set as ``ACTIONSTREAM_<FIELD>``."""
+class _Group(BaseSettings):
+    """A group of :class:`Settings` fields (one service's); alone it reads the same
+    ``ACTIONSTREAM_<FIELD>`` variables."""
 
     model_config = SettingsConfigDict(env_prefix="ACTIONSTREAM_", extra="ignore")
+
+
+class RedisSettings(_Group):
+    """Where Redis is, as whom, and how durable a write must be before it counts."""
 
     redis_url: Annotated[Optional[str], AfterValidator(check_redis_url)] = None  # None: `up` embeds one
     # after each batch's fenced writes: WAIT for this many replicas (at most redis_wait_ms);
@@ -117,31 +126,109 @@ class Settings(BaseSettings):
     redis_wait_aof: bool = False
     # Celery's broker (alerts): a plain Redis; None: redis_url (which must then not be a cluster)
     broker_url: Annotated[Optional[str], AfterValidator(check_redis_url)] = None
+    # this process's Redis ACL user (deploy/redis/users.acl: one per role) and its password (or a
+    # file holding it: a secret), put into redis_url and broker_url unless they name a user
+    # themselves; the CA that signs a rediss:// server's certificate
+    redis_username: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    redis_password: Optional[SecretStr] = None
+    redis_password_file: Optional[Path] = None
+    redis_ca_file: Optional[Path] = None
+
+    @model_validator(mode="after")
+    def _redis_credentials(self) -> "RedisSettings":
+        """The ACL user and password (and CA) of the settings put into the Redis URLs."""
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        if password is None and self.redis_password_file is not None:
+            password = read_secret(self.redis_password_file, "ACTIONSTREAM_REDIS_PASSWORD_FILE")
+        for field in ("redis_url", "broker_url"):
+            setattr(self, field, with_credentials(getattr(self, field), self.redis_username, password,
+                                                  self.redis_ca_file))
+        return self
+
+    @property
+    def redis_target(self) -> str:
+        """The Redis to connect to: ``redis_url``, else :data:`DEFAULT_REDIS_URL` (``redis_url``
+        stays None then, which tells ``up`` to embed a server)."""
+        return self.redis_url or DEFAULT_REDIS_URL
+
+
+class ProcessSettings(_Group):
+    """What every process has: its folders, mode, log level and metrics endpoint."""
+
     models_dir: Path = Field(default_factory=_user_cache_dir)
     shared_dir: Optional[Path] = None  # ../shared beside the checkout, when present
-    providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    threads: int = Field(0, ge=0, le=256)
-    pose_model: PoseModelName = "movenet"  # the names of shared.posemodels
-    action_model: Optional[Path] = None  # None: the fall model shipped in the package
+    # event history and archive: data_dir holds the SQLite file, snapshots and segments by default
+    data_dir: Path = Field(default_factory=_user_data_dir)
     mode: Mode = "live"
+    log_level: str = "INFO"
+    metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus /metrics on this port; 0: off
+    metrics_host: str = "127.0.0.1"  # where /metrics listens (0.0.0.0 in containers)
+
+
+class ProducerSettings(_Group):
+    """The producer (producer/): the frames it writes and how far it lets readers fall behind."""
+
     frame_width: int = Field(0, ge=0, le=8192)  # 0: keep the source width
     jpeg_quality: int = Field(90, ge=10, le=100)
     live_maxlen: int = Field(500, ge=10)  # frame stream length in live mode (MAXLEN ~)
-    skeleton_maxlen: int = Field(3000, ge=300)  # keeps a window for takeovers
     replay_max_lag: int = Field(120, ge=1)  # replay: producer waits beyond this many unread
-    max_lag_s: float = Field(2.0, gt=0)  # live: frames older than this are skipped
+    # the producer's frames confirmed durable as the events are (redis_wait_replicas, redis_wait_aof,
+    # redis_wait_ms); unconfirmed: written again and confirmed again, never skipped
+    durable_frames: bool = False
+
+
+class WorkerSettings(_Group):
+    """The stream-consumer loop of the stages (shared/worker.py): batches, leases, dead letters."""
+
     batch_per_camera: int = Field(8, ge=1, le=1000)
     max_batch: int = Field(64, ge=1, le=10000)  # entries per batch over all cameras
     block_ms: int = Field(200, ge=1, le=60000)
     lease_ttl_s: float = Field(10.0, gt=0.5)
     max_cameras: int = Field(64, ge=1)
+    deadletter_maxlen: int = Field(10000, ge=10)
+
+
+class PoseSettings(_Group):
+    """The pose worker (workers/pose/); ``providers`` and ``threads`` serve every onnxruntime
+    session (the action model's too)."""
+
+    providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    threads: int = Field(0, ge=0, le=256)
+    pose_model: PoseModelName = "movenet"  # the names of shared.posemodels
+    max_lag_s: float = Field(2.0, gt=0)  # live: frames older than this are skipped
+    skeleton_maxlen: int = Field(3000, ge=300)  # keeps a window for takeovers
+    snapshot_frames: int = Field(150, ge=0, le=10000)  # recent frames kept per camera (0: none)
+    # motion gating (workers/pose/motion.py): the model runs where something moves, and at least
+    # every motion_keyframe_s seconds; a camera file's ``motion:`` overrides these per camera
+    motion_gating: bool = False
+    motion_threshold: float = Field(0.002, ge=0, lt=1)  # the share of the frame that must change
+    motion_keyframe_s: float = Field(1.0, gt=0, le=60)
+
+
+class ActionSettings(_Group):
+    """The action worker (workers/action/): its model, windows and alert rule."""
+
+    action_model: Optional[Path] = None  # None: the fall model shipped in the package
+    stride: int = Field(15, ge=1)  # steps at the model card's fps (30: 0.5 s), not source frames
+    min_frames: int = Field(32, ge=4)  # steps at the card's fps
+    alert_labels: list[str] = ["falling", "fallen"]
+    # chosen on the fall model's cross-validation (README: The fall model): <= 1 false alert/hour
+    alert_threshold: float = Field(0.8, ge=0, le=1)
+    alert_consecutive: int = Field(3, ge=1)
+    alert_cooldown_s: float = Field(10.0, ge=0)
+    fallen_after_s: float = Field(10.0, gt=0)  # source seconds down after `falling` -> `fallen`
+    # `falling` is raised only when the window ends with the person down (workers.action.confirm)
+    confirm_falls: bool = True
+    events_maxlen: int = Field(100000, ge=100)
+
+
+class AlertSettings(_Group):
+    """The alert service (workers/alerting/): its consumer, webhooks and MQTT."""
+
     # alert forwarder: a stable consumer name (a restart finds its own pending events) and
     # the idle time after which another consumer's pending events are claimed
     alerts_consumer: str = Field("alerts-1", min_length=1, max_length=200)
     alerts_claim_idle_s: float = Field(30.0, gt=0)
-    # replay jobs (workers/jobs): a job whose worker died is handed to another worker after
-    # this long (the Redis broker's visibility timeout; a running job keeps it with its lease)
-    jobs_visibility_timeout_s: float = Field(3600.0, gt=1)
     # alert targets and rules (workers/alerting): a YAML file; the default webhook secret
     # (whsec_<base64>, Standard Webhooks); MQTT for every event without a file
     alerts_config: Optional[Path] = None
@@ -160,18 +247,14 @@ class Settings(BaseSettings):
     # Home Assistant MQTT discovery (a binary sensor per camera and alert label) and its prefix
     mqtt_discovery: bool = True
     mqtt_discovery_prefix: str = Field("homeassistant", min_length=1, pattern=r"^[^#+\s]+$")
-    stride: int = Field(15, ge=1)  # steps at the model card's fps (30: 0.5 s), not source frames
-    min_frames: int = Field(32, ge=4)  # steps at the card's fps
-    alert_labels: list[str] = ["falling", "fallen"]
-    # chosen on the fall model's cross-validation (README: The fall model): <= 1 false alert/hour
-    alert_threshold: float = Field(0.8, ge=0, le=1)
-    alert_consecutive: int = Field(3, ge=1)
-    alert_cooldown_s: float = Field(10.0, ge=0)
-    fallen_after_s: float = Field(10.0, gt=0)  # source seconds down after `falling` -> `fallen`
-    # `falling` is raised only when the window ends with the person down (workers.action.confirm)
-    confirm_falls: bool = True
-    events_maxlen: int = Field(100000, ge=100)
-    deadletter_maxlen: int = Field(10000, ge=10)
+
+
+class JobsSettings(_Group):
+    """Replay jobs and housekeeping (workers/jobs/)."""
+
+    # replay jobs (workers/jobs): a job whose worker died is handed to another worker after
+    # this long (the Redis broker's visibility timeout; a running job keeps it with its lease)
+    jobs_visibility_timeout_s: float = Field(3600.0, gt=1)
     # housekeeping (workers/jobs/housekeeping.py, every housekeeping_interval_s in each jobs worker; 0:
     # off): finished replays purged this long after they ended, dead letters older than this
     # trimmed, a consumer idle this long with nothing pending (a dead worker's) removed from its group
@@ -179,33 +262,33 @@ class Settings(BaseSettings):
     replay_retention_s: float = Field(7 * 86400.0, ge=0)
     deadletter_max_age_s: float = Field(30 * 86400.0, gt=0)
     dead_consumer_idle_s: float = Field(86400.0, gt=0)
-    # the producer's frames confirmed durable as the events are (redis_wait_replicas, redis_wait_aof,
-    # redis_wait_ms); unconfirmed: written again and confirmed again, never skipped
-    durable_frames: bool = False
-    log_level: str = "INFO"
-    metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus /metrics on this port; 0: off
-    metrics_host: str = "127.0.0.1"  # where /metrics listens (0.0.0.0 in containers)
+
+
+class HistorySettings(_Group):
+    """The event history (workers/history/)."""
+
     # event history (workers/history): SQL by URL (None: SQLite at data_dir/actionstream.db),
     # snapshots beside it (None: data_dir/snapshots), retention by age
-    data_dir: Path = Field(default_factory=_user_data_dir)
     history_url: Optional[str] = None  # sqlite:///PATH or postgresql://USER@HOST/DB
     snapshots_dir: Optional[Path] = None
     history_retention_days: float = Field(30.0, gt=0)
     history_consumer: str = Field("history-1", min_length=1, max_length=200)
-    snapshot_frames: int = Field(150, ge=0, le=10000)  # recent frames kept per camera (0: none)
+
+
+class ArchiveSettings(_Group):
+    """The archive (workers/archive/)."""
+
     # archive (workers/archive): segment files per camera, kind and slice of capture time under
     # archive_dir (None: data_dir/archive); retention by age and by size per camera
     archive_dir: Optional[Path] = None
     archive_segment_s: int = Field(60, ge=1, le=86400)
     archive_max_age_h: float = Field(168.0, gt=0)
     archive_max_bytes: int = Field(50 * 1024**3, gt=0)  # per camera, all kinds together
-    # this process's Redis ACL user (deploy/redis/users.acl: one per role) and its password (or a
-    # file holding it: a secret), put into redis_url and broker_url unless they name a user
-    # themselves; the CA that signs a rediss:// server's certificate
-    redis_username: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    redis_password: Optional[SecretStr] = None
-    redis_password_file: Optional[Path] = None
-    redis_ca_file: Optional[Path] = None
+
+
+class WebSettings(_Group):
+    """The web page (workers/web/)."""
+
     # the web page (workers/web): HTTPS with this certificate and key; a Secure session cookie
     # without them (behind a TLS proxy); failed logins allowed per client address and minute;
     # how long a session lasts; the first admin's password (else a random one, shown once)
@@ -217,16 +300,20 @@ class Settings(BaseSettings):
     web_admin_password: Optional[SecretStr] = None
     web_admin_password_file: Optional[Path] = None
 
-    @model_validator(mode="after")
-    def _redis_credentials(self) -> "Settings":
-        """The ACL user and password (and CA) of the settings put into the Redis URLs."""
-        password = self.redis_password.get_secret_value() if self.redis_password else None
-        if password is None and self.redis_password_file is not None:
-            password = read_secret(self.redis_password_file, "ACTIONSTREAM_REDIS_PASSWORD_FILE")
-        for field in ("redis_url", "broker_url"):
-            setattr(self, field, with_credentials(getattr(self, field), self.redis_username, password,
-                                                  self.redis_ca_file))
-        return self
+
+# the groups of Settings, one per service (a field is in exactly one: tests/shared/test_settings.py)
+SETTINGS_GROUPS: tuple[type[_Group], ...] = (
+    RedisSettings, ProcessSettings, ProducerSettings, WorkerSettings, PoseSettings, ActionSettings,
+    AlertSettings, JobsSettings, HistorySettings, ArchiveSettings, WebSettings)
+
+
+# the bases last group first: pydantic takes the fields from the last base first
+class Settings(WebSettings, ArchiveSettings, HistorySettings, JobsSettings, AlertSettings, ActionSettings,
+               PoseSettings, WorkerSettings, ProducerSettings, ProcessSettings, RedisSettings):
+    """Process-wide settings; every field can be set as ``ACTIONSTREAM_<FIELD>``. The fields
+    are grouped by service (:data:`SETTINGS_GROUPS`); ``settings.<field>`` reads any of them."""
+
+    model_config = SettingsConfigDict(env_prefix="ACTIONSTREAM_", extra="ignore")
 
 
 def load_settings(**overrides) -> Settings:
@@ -283,6 +370,28 @@ class CameraRules(BaseModel):
     confirm_falls: Optional[bool] = None
 
 
+class CameraMotion(BaseModel):
+    """A camera's own motion gating (camera file ``motion:``), over the settings' defaults:
+    ``masks`` are polygons of ``[x, y]`` points in 0..1 of the frame where motion is ignored
+    (a TV, a window with trees)."""
+
+    model_config = {"extra": "forbid"}
+
+    enabled: Optional[bool] = None
+    threshold: Optional[float] = Field(None, ge=0, lt=1)
+    pixel_delta: Optional[int] = Field(None, ge=1, le=255)
+    keyframe_s: Optional[float] = Field(None, gt=0, le=60)
+    masks: list[list[tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]]] = []
+
+    @field_validator("masks")
+    @classmethod
+    def _polygons(cls, masks):
+        for i, polygon in enumerate(masks):
+            if len(polygon) < 3:
+                raise ValueError(f"mask {i} has {len(polygon)} points; a polygon needs at least 3")
+        return masks
+
+
 class Camera(BaseModel):
     """One camera of a camera file."""
 
@@ -295,6 +404,7 @@ class Camera(BaseModel):
     width: Optional[int] = Field(None, ge=16, le=8192)
     mode: Optional[Mode] = None
     rules: Optional[CameraRules] = None
+    motion: Optional[CameraMotion] = None
 
     @field_validator("id")
     @classmethod
@@ -385,17 +495,19 @@ def find_shared_dir(settings: Settings | None = None) -> Path | None:
     return None
 
 
-def parse_rules(text: Optional[str]) -> Optional[dict]:
-    """``--rules JSON`` -> the fields of :class:`CameraRules` (validated with the camera)."""
+def parse_rules(text: Optional[str], flag: str = "--rules",
+                example: str = '{"threshold": 0.7}') -> Optional[dict]:
+    """``--rules JSON`` -> the fields of :class:`CameraRules` (validated with the camera); with
+    ``flag="--motion"``, those of :class:`CameraMotion`."""
     if not text:
         return None
     try:
-        rules = json.loads(text)
+        given = json.loads(text)
     except ValueError as exc:
-        raise SettingsError(f"--rules is not JSON ({exc}): give e.g. '{{\"threshold\": 0.7}}'") from None
-    if not isinstance(rules, dict):
-        raise SettingsError("--rules must be a JSON object, e.g. '{\"threshold\": 0.7}'")
-    return rules
+        raise SettingsError(f"{flag} is not JSON ({exc}): give e.g. '{example}'") from None
+    if not isinstance(given, dict):
+        raise SettingsError(f"{flag} must be a JSON object, e.g. '{example}'")
+    return given
 
 
 def make_camera(**fields) -> Camera:

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from shared.errors import UserError
+from shared.backoff import nominal_delay
 from shared.lifeline import child_environment
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ REASON_FD_ENV = "ACTIONSTREAM_REASON_FD"
 _reason_fd: Optional[int] = None
 
 
-class ChildFailed(RuntimeError):
+class ChildFailed(UserError, RuntimeError):
     """Children of a run failed for good (``describe`` of each); ``exit_code`` 2 when each of
     them was given bad input (restarting will not help), else 1."""
 
@@ -128,7 +130,7 @@ class Supervisor:
             log.error("%s exited with %d; not restarted", child.spec.name, code)
             return False
         child.restarts += 1
-        delay = min(0.5 * 2 ** (child.restarts - 1), 10.0)
+        delay = nominal_delay(child.restarts - 1, 0.5, 10.0)  # no jitter: one parent, no herd
         child.next_start = now + delay
         log.warning("%s exited with %d; restart %d in %.1f s", child.spec.name, code,
                     child.restarts, delay)

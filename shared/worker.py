@@ -2,9 +2,10 @@
 
 A stage subclass supplies the pure part, :meth:`StageWorker.handle` (entries in, outputs
 out), and the loop does the I/O around it; each job lives in a small module of its own:
-leases with fencing tokens (:mod:`shared.leases`), claiming pending entries
-(:mod:`shared.claiming`), reading with server-side ages (:mod:`shared.reading`), fenced
-and checked writes (:mod:`shared.writing`), heartbeats (:mod:`shared.heartbeat`).
+leases with fencing tokens and the thread that renews them (:mod:`shared.leases`),
+claiming pending entries (:mod:`shared.claiming`), reading with server-side ages
+(:mod:`shared.reading`), fenced and checked writes (:mod:`shared.writing`), heartbeats
+(:mod:`shared.heartbeat`).
 
 The exception ladder:
 
@@ -27,17 +28,16 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import socket
-import threading
 import time
 from typing import Any, Callable, Optional
 
 import redis
 
 from shared import claiming, heartbeat, keys, metrics, writing
-from shared.leases import Leases
+from shared.backoff import backoff_delay
+from shared.leases import LeaseKeeper, Leases, renew_period_s
 from shared.reading import Entry, batch_count, read_group, split_by_stream
 from shared.redisio import (CONNECTION_ERRORS, connect, ensure_group, group_lag, redact, registered_cameras,
                             text)
@@ -74,11 +74,10 @@ class StageWorker:
                                         "errors": 0, "fenced": 0, "takeovers": 0, "state": "starting"}
         self._stop = False
         self._next_leases = 0.0
-        self._lost: set[str] = set()  # leases the keeper thread could not renew
-        self._keeper: Optional[threading.Thread] = None
-        self._keeper_stop = threading.Event()
+        self.keeper = LeaseKeeper(lambda: self.owned.copy(), renew_period_s(settings.lease_ttl_s),
+                                  beat=self.heartbeat, name=f"{self.worker_id}-leases")  # renews in a thread
         self._script = None
-        self._behind: dict[str, tuple[float, str]] = {}  # stream -> (last warned, group): over its bound
+        self._report_behind = writing.BehindReport(self.worker_id)  # streams kept over their bound
         self._batch: list[Entry] = []
         self._committed = Outcome()
         self.max_attempts = 3  # failures of one entry (exceptions) before dead-lettering
@@ -125,18 +124,18 @@ class StageWorker:
         ``max_items``: stop after that many entries; ``exit_on_eos``: stop once every
         camera of ``cameras`` has reached its end of stream."""
         self._connect()
-        self._start_keeper()
-        backoff = 0.2
+        self.keeper.start()
+        attempt = 0  # failed rounds in a row: the backoff's exponent
         try:
             while not self._stop:
                 try:
                     got = self.tick()
-                    backoff = 0.2
+                    attempt = 0
                 except CONNECTION_ERRORS as exc:
-                    backoff = self._on_disconnect(exc, backoff)
+                    attempt = self._on_disconnect(exc, attempt)
                     continue
                 except redis.ResponseError as exc:  # e.g. OOM: nothing acked, retried
-                    backoff = self._on_server_error(exc, backoff)
+                    attempt = self._on_server_error(exc, attempt)
                     continue
                 if max_items is not None and self.metrics["entries"] >= max_items:
                     break
@@ -148,23 +147,27 @@ class StageWorker:
             self._shutdown()
         return 0
 
-    def _on_disconnect(self, exc: BaseException, backoff: float) -> float:
+    def _on_disconnect(self, exc: BaseException, attempt: int) -> int:
+        """Sleep the backoff of retry ``attempt`` and drop every camera; the next attempt."""
         self.metrics["state"] = "disconnected"
         self.metrics["reconnects"] += 1
         metrics.RECONNECTS.labels(self.stage, "redis").inc()
-        log.warning("%s: redis unreachable (%s); retrying in %.1f s", self.worker_id, exc, backoff)
-        self._sleep(backoff * (0.5 + random.random()))
+        delay = backoff_delay(attempt, 0.2, 10.0)
+        log.warning("%s: redis unreachable (%s); retrying in %.1f s", self.worker_id, exc, delay)
+        self._sleep(delay)
         for cam in sorted(self.owned):  # state is rebuilt from Redis when the camera is taken
             self._drop(cam)  # again; our leases, if still valid, are re-adopted then
         self._next_leases = 0.0
-        return min(backoff * 2, 10.0)
+        return attempt + 1
 
-    def _on_server_error(self, exc: Exception, backoff: float) -> float:
+    def _on_server_error(self, exc: Exception, attempt: int) -> int:
+        """Sleep the backoff of retry ``attempt``; what was read is read again; the next attempt."""
         self.metrics["errors"] += 1
-        log.error("%s: redis refused a command (%s); retrying in %.1f s", self.worker_id, exc, backoff)
-        self._sleep(backoff * (0.5 + random.random()))
+        delay = backoff_delay(attempt, 0.2, 10.0)
+        log.error("%s: redis refused a command (%s); retrying in %.1f s", self.worker_id, exc, delay)
+        self._sleep(delay)
         self.backlog |= self.owned  # what was read and not acked is read again
-        return min(backoff * 2, 10.0)
+        return attempt + 1
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -174,28 +177,23 @@ class StageWorker:
     def _connect(self) -> None:
         for cam in sorted(self.owned):  # new lease bookkeeping: taken again (or re-adopted)
             self._drop(cam)
-        url = self.settings.redis_url or "redis://127.0.0.1:6379/0"
+        url = self.settings.redis_target
         self.r = connect(url)
         self.leases = Leases(self.r, self.stage, self.worker_id, self.settings.lease_ttl_s)
+        self.keeper.leases = self.leases  # the keeper renews through this connection
         self._script = self.r.register_script(writing.FENCED_WRITE)
         log.info("%s: using redis at %s", self.worker_id, redact(url))
-
-    @property
-    def lease_period_s(self) -> float:
-        """How often leases are renewed (keeper) and reconsidered (main loop)."""
-        return min(2.0, self.settings.lease_ttl_s / 4)
 
     def tick(self) -> int:
         """One round: refresh leases, read a batch, handle it, write. Returns entries read."""
         now = time.monotonic()
-        for cam in sorted(self._lost & self.owned):
+        for cam in sorted(self.keeper.take_lost() & self.owned):
             log.warning("%s: lost the lease on camera %s", self.worker_id, cam)
             metrics.LEASE_CHANGES.labels(self.stage, "lost").inc()
             self._drop(cam)
-        self._lost.clear()
         if now >= self._next_leases:
             self.refresh_leases()
-            self._next_leases = now + self.lease_period_s
+            self._next_leases = now + self.keeper.period_s  # reconsidered as often as renewed
         entries = self.read()
         if entries:
             self.process(entries)
@@ -207,30 +205,8 @@ class StageWorker:
         cams = registered_cameras(self.r)
         return [c for c in cams if self.only is None or c in self.only]
 
-    def _start_keeper(self) -> None:
-        """A thread that renews leases and beats the heart while a long batch runs."""
-        self._keeper_stop.clear()
-        self._keeper = threading.Thread(target=self._keep, name=f"{self.worker_id}-leases", daemon=True)
-        self._keeper.start()
-
-    def _keep(self) -> None:
-        while not self._keeper_stop.wait(self.lease_period_s):
-            try:
-                self.keep_once()
-            except CONNECTION_ERRORS:
-                pass  # the main loop sees the outage and reconnects
-            except Exception:  # never let the keeper die silently
-                log.exception("%s: lease keeper failed", self.worker_id)
-
-    def keep_once(self) -> None:
-        """Renew every lease we hold and beat the heart (the keeper thread's round)."""
-        for cam in self.owned.copy():  # a copy: the main thread changes the set
-            if not self.leases.renew(cam):
-                self._lost.add(cam)
-        self.heartbeat()
-
     def refresh_leases(self) -> None:
-        """Give back what exceeds a fair share, take free cameras (renewal: the keeper)."""
+        """Give back what exceeds a fair share, take free cameras (renewal: ``self.keeper``)."""
         self.heartbeat()
         self.finished &= self._done_everywhere()  # a restarted producer clears its end mark
         wanted = self.wanted_cameras()
@@ -239,7 +215,8 @@ class StageWorker:
             self.leases.release(cam)
             metrics.LEASE_CHANGES.labels(self.stage, "released").inc()
             self._drop(cam)
-        share = self.fair_share(len(wanted))
+        share = heartbeat.fair_share(len(wanted), heartbeat.live_workers(self.r, self.stage),
+                                     self.settings.max_cameras)  # an even split over the live workers
         for cam in sorted(self.owned)[share:]:
             log.info("%s: gives camera %s back (fair share is %d)", self.worker_id, cam, share)
             self.leases.release(cam)
@@ -259,11 +236,6 @@ class StageWorker:
             lag = group_lag(self.r, keys.stage_stream(self.stage, cam), self.stage)
             if lag is not None:
                 metrics.STREAM_LAG.labels(self.stage, cam).set(lag)
-
-    def fair_share(self, cameras: int) -> int:
-        """How many cameras this worker should hold: an even split over live workers."""
-        return heartbeat.fair_share(cameras, heartbeat.live_workers(self.r, self.stage),
-                                    self.settings.max_cameras)
 
     def _take(self, camera: str) -> None:
         stream = keys.stage_stream(self.stage, camera)
@@ -433,21 +405,6 @@ class StageWorker:
                 self._write_failed({cam}, res)
         self._record(outcome.only(ok))
 
-    def _report_behind(self, behind: dict[str, tuple[int, str]], written: set[str]) -> None:
-        """Streams kept over their bound for a consumer group that is behind (not trimmed: no
-        loss): the gauge, and a warning at most once a minute per stream; back to 0 once a
-        write of the stream keeps nothing over."""
-        now = time.monotonic()
-        for stream in (set(self._behind) & written) - set(behind):
-            metrics.STREAM_BEHIND.labels(stream, self._behind.pop(stream)[1]).set(0)
-        for stream, (kept, group) in behind.items():
-            metrics.STREAM_BEHIND.labels(stream, group).set(kept)
-            if now - self._behind.get(stream, (-60.0, group))[0] >= 60.0:
-                self._behind[stream] = (now, group)
-                log.warning("%s: %s holds %d entries over its bound for group %r, which has not read "
-                            "them yet: kept (not trimmed); start or scale that consumer", self.worker_id,
-                            stream, kept, group)
-
     def _write_failed(self, cameras: set[str], exc: Exception) -> None:
         self.metrics["errors"] += 1
         log.error("%s: writing cameras %s failed (%s: %s); nothing of theirs acked, retried",
@@ -480,9 +437,7 @@ class StageWorker:
                        sorted(self.owned.copy()), self.clock(), self.settings.lease_ttl_s)
 
     def _shutdown(self) -> None:
-        self._keeper_stop.set()
-        if self._keeper is not None:
-            self._keeper.join(5)
+        self.keeper.stop()
         self.metrics["state"] = "stopped"
         try:
             for cam in sorted(self.owned):

@@ -24,12 +24,14 @@ it narrows that window at the cost of a replication round trip per batch; it can
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import redis
 
-from shared import keys
+from shared import keys, metrics
 from shared.reading import Entry
 from shared.redisio import TOPOLOGY_ERRORS, add_dead_letter, is_cluster, node_clients, refresh_topology
 
@@ -254,6 +256,30 @@ def execute_fenced(r: redis.Redis, script, p: Plan, wait_replicas: int = 0,
 
 REPLICATED = "*replicated"  # in execute_fenced's result (no camera id starts with '*'): WAIT's count
 BEHIND = "*behind"  # in execute_fenced's result: {stream: (entries kept over its bound, group needing them)}
+
+log = logging.getLogger(__name__)
+
+
+class BehindReport:
+    """Streams kept over their bound for a consumer group that is behind (not trimmed: no
+    loss; :data:`BEHIND`): the gauge, and a warning at most once a minute per stream; back to
+    0 once a write of the stream keeps nothing over."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.warned: dict[str, tuple[float, str]] = {}  # stream -> (last warned, group): over its bound
+
+    def __call__(self, behind: dict[str, tuple[int, str]], written: set[str]) -> None:
+        now = time.monotonic()
+        for stream in (set(self.warned) & written) - set(behind):
+            metrics.STREAM_BEHIND.labels(stream, self.warned.pop(stream)[1]).set(0)
+        for stream, (kept, group) in behind.items():
+            metrics.STREAM_BEHIND.labels(stream, group).set(kept)
+            if now - self.warned.get(stream, (-60.0, group))[0] >= 60.0:
+                self.warned[stream] = (now, group)
+                log.warning("%s: %s holds %d entries over its bound for group %r, which has not read "
+                            "them yet: kept (not trimmed); start or scale that consumer", self.worker_id,
+                            stream, kept, group)
 
 
 def _fewer(a: Any, b: Any) -> Any:

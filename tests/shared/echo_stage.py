@@ -73,12 +73,12 @@ class EchoWorker(StageWorker):
         return super().tick()
 
     def crash(self) -> None:
-        self._keeper_stop.set()  # no more renewals or heartbeats
+        self.keeper.stop(wait_s=0)  # no more renewals or heartbeats
         self.crashed = True
 
     def _shutdown(self) -> None:
         if self.crashed:
-            self._keeper_stop.set()
+            self.keeper.stop(wait_s=0)
             return
         super()._shutdown()
 

@@ -72,19 +72,15 @@ def test_a_stopped_archiver_loses_nothing_and_is_reported(r):
 
 
 def test_the_worker_reports_a_group_behind_in_the_metric_and_the_log(caplog):
-    from shared.worker import StageWorker
+    from shared.writing import BehindReport
 
-    class W:  # only the reporting part of a StageWorker, on its own
-        worker_id, _behind = "pose-1", {}
-        report = StageWorker._report_behind
-
-    w = W()
+    report = BehindReport("pose-1")  # what a StageWorker calls after each write
     with caplog.at_level(logging.WARNING):
-        w.report({STREAM: (250, "archive")}, {STREAM})
-        w.report({STREAM: (260, "archive")}, {STREAM})  # warned once a minute, counted each time
+        report({STREAM: (250, "archive")}, {STREAM})
+        report({STREAM: (260, "archive")}, {STREAM})  # warned once a minute, counted each time
     assert metrics.STREAM_BEHIND.labels(STREAM, "archive")._value.get() == 260
     assert sum("over its bound for group 'archive'" in m for m in caplog.messages) == 1
-    w.report({}, {STREAM})
+    report({}, {STREAM})
     assert metrics.STREAM_BEHIND.labels(STREAM, "archive")._value.get() == 0
 
 

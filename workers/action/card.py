@@ -12,11 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.errors import UserError
+
 CARD_FORMAT = "actionstream-model-card"
 CARD_VERSION = 1
 
 
-class CardError(ValueError):
+class CardError(UserError, ValueError):
     """A model card is missing or malformed; the text names the field."""
 
 

@@ -39,6 +39,7 @@ import redis
 from celery.exceptions import Ignore
 
 from shared import codec, keys, metrics
+from shared.errors import ActionstreamError
 from shared.redisio import add_dead_letter, redact
 from shared.settings import Settings
 from workers.alerting import webhooks as signing
@@ -50,7 +51,7 @@ RETRY_LEASE_S = 300.0
 STAGE = "alerts"
 
 
-class PermanentError(Exception):
+class PermanentError(ActionstreamError):
     """A delivery that retrying cannot fix (malformed event, a 4xx answer)."""
 
 
@@ -58,7 +59,7 @@ class GoneError(PermanentError):
     """The endpoint answered 410 Gone: it is disabled."""
 
 
-class TransientError(Exception):
+class TransientError(ActionstreamError):
     """A delivery worth retrying (connection error, timeout, 3xx, 429, 5xx answer);
     ``retry_after``: the seconds the endpoint asked to wait (None: not said)."""
 

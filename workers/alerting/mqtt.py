@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
+from shared.errors import ActionstreamError
 from shared.redisio import redact
 from shared.schemas import Event
 from workers.alerting.discovery import Discovery
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 QOS = 1
 
 
-class MqttUnavailable(ConnectionError):
+class MqttUnavailable(ActionstreamError, ConnectionError):
     """The broker is not connected, or did not acknowledge a message in time."""
 
 

@@ -39,8 +39,8 @@ import redis
 from celery import Celery, signals
 
 from shared import codec, keys, metrics
+from shared.errors import UserError
 from shared.follower import StreamFollower
-from shared.ops import DEFAULT_URL
 from shared.redisio import connect, redact, registered_cameras
 from shared.settings import Settings, SettingsError, load_settings
 from workers.alerting import webhooks as signing
@@ -60,7 +60,7 @@ DELIVER_TASK = "actionstream.deliver_webhook"
 DEADLETTER_MAXLEN = Settings.model_fields["deadletter_maxlen"].default
 
 
-class AlertsError(ValueError):
+class AlertsError(UserError, ValueError):
     """Bad alerts options (a webhook that is not an http(s) URL)."""
 
 
@@ -90,7 +90,7 @@ def make_app(settings: Optional[Settings] = None) -> Celery:
 
     def deliver(event: dict, url: str, target: Optional[str] = None, attempt: int = 0) -> int:
         if not delivery:
-            delivery.append(Delivery(connect(settings.redis_url or DEFAULT_URL), settings, secrets))
+            delivery.append(Delivery(connect(settings), settings, secrets))
         return delivery[0].attempt(event, url, target, attempt)
 
     celery.task(name=DELIVER_TASK)(deliver)  # no Celery retries: Delivery keeps its own schedule
@@ -106,7 +106,7 @@ def _release_retries_in_worker(celery: Celery, settings: Settings) -> None:
     def start(sender=None, **_) -> None:
         if getattr(sender, "app", celery) is not celery:  # another app's worker in this process
             return
-        r = connect(settings.redis_url or DEFAULT_URL)
+        r = connect(settings)
         Endpoints(r).report()
 
         def send(job: dict) -> None:
@@ -279,7 +279,7 @@ def run_alerts(settings: Settings, webhooks: Sequence[str] = (), consumer: Optio
     """``actionstream alerts``: forward events until stopped (or idle, ``burst``).
     ``consumer``: the group consumer name, by default the stable ``alerts_consumer``."""
     rules = alert_rules(settings, webhooks, mqtt)
-    url = settings.redis_url or DEFAULT_URL
+    url = settings.redis_target
     consumer = consumer or settings.alerts_consumer
     metrics.serve(settings.metrics_port, settings.metrics_host)
     log.info("alerts %s: forwarding events from %s to target(s) %s by %d rule(s)", consumer,

@@ -20,7 +20,6 @@ On a Redis Cluster the kept streams sit on many slots: the read is one XREADGROU
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import threading
 import time
@@ -30,7 +29,7 @@ from typing import Callable, Optional
 import redis
 
 from shared import claiming, codec, heartbeat, keys, metrics
-from shared.ops import DEFAULT_URL
+from shared.backoff import backoff_delay
 from shared.reading import batch_count
 from shared.redisio import (CONNECTION_ERRORS, add_dead_letter, connect, ensure_group, group_lag, redact,
                             registered_cameras, text, xread_any)
@@ -122,18 +121,19 @@ class Archiver:
     def run(self, burst: bool = False, max_items: Optional[int] = None) -> int:
         """Archive until stopped (``burst``: until nothing is left to read; ``max_items``:
         after that many entries); the entries handled."""
-        done, backoff = 0, 0.2
+        done, attempt = 0, 0  # attempt: failed ticks in a row, the backoff's exponent
         while not self._stop:
             try:
                 got = self.tick()
-                backoff = 0.2
+                attempt = 0
             except CONNECTION_ERRORS as exc:
                 self.metrics["reconnects"] += 1
                 metrics.RECONNECTS.labels(GROUP, "redis").inc()
+                delay = backoff_delay(attempt, 0.2, 10.0)
                 log.warning("archive %s: redis unreachable (%s); retrying in %.1f s", self.consumer,
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, backoff)
-                time.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 10.0)
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, delay)
+                time.sleep(delay)
+                attempt += 1
                 for kept in self.kept.values():
                     kept.cursor = "0"
                 continue
@@ -338,7 +338,7 @@ class Archiver:
 def run_archive(settings: Settings, consumer: str = "archive-1", burst: bool = False,
                 max_items: Optional[int] = None, metrics_url: Optional[str] = None) -> int:
     """``actionstream archive``: archive until stopped (or idle, ``burst``)."""
-    url = settings.redis_url or DEFAULT_URL
+    url = settings.redis_target
     storage = open_storage(settings, writer=True)
     log.info("archive %s: archiving from %s into %s (segments of %d s, kept %.0f h and %d bytes per camera)",
              consumer, redact(url), storage, settings.archive_segment_s, settings.archive_max_age_h,

@@ -27,6 +27,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from shared.errors import ActionstreamError
 from workers.archive.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ MAX_CACHED = 256  # segments whose stored keys the writer keeps in memory
 _NAME = re.compile(r"^(?P<camera>[^/]+)/(?P<kind>[a-z]+)/(?P<start>-?\d+)-(?P<end>-?\d+)\.(?P<ext>seg|idx)$")
 
 
-class SegmentError(ValueError):
+class SegmentError(ActionstreamError, ValueError):
     """A record or index row cannot be read back; the text says why."""
 
 

@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol
 
+from shared.errors import UserError
+
 log = logging.getLogger(__name__)
 
 MAX_OPEN = 128  # append handles kept open (least recently used ones are closed)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(UserError, RuntimeError):
     """The archive cannot be used as asked (a second writer, a bad name, no such data)."""
 
 

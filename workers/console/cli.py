@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from shared import lifeline
 from shared import supervisor
+from shared.errors import UserError
 from shared.logs import setup_logging
 from shared.posemodels import POSE_MODEL_NAMES
 
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["live", "replay"])
     p.add_argument("--rules", metavar="JSON", help="the camera's own alert rule, as in a camera file: "
                    '\'{"threshold": 0.7, "consecutive": 3, "confirm_falls": false}\'')
+    p.add_argument("--motion", metavar="JSON", help="the camera's own motion gating, as in a camera file: "
+                   '\'{"enabled": true, "keyframe_s": 1, "masks": [[[0,0],[0.2,0],[0.2,0.3]]]}\'')
     p.add_argument("--max-frames", type=int)
     metrics_arg(p)
     p.set_defaults(func=_cmd_produce)
@@ -250,7 +253,8 @@ def _cmd_produce(args) -> int:
     settings = _settings(args)
     crop = parse_crop(args.crop) if args.crop else None
     camera = make_camera(id=args.camera, source=args.source, crop=crop, fps=args.fps,
-                         width=args.width, mode=args.mode, rules=parse_rules(args.rules))
+                         width=args.width, mode=args.mode, rules=parse_rules(args.rules),
+                         motion=parse_rules(args.motion, "--motion", '{"enabled": true}'))
     check_source(camera)  # a crop outside the frame is bad input, not a source to reopen
     producer = Producer(settings, camera)
     producer.stats["metrics_url"] = _serve_metrics(settings)
@@ -418,18 +422,6 @@ def _cmd_tool(args) -> int:
     return main[rest[0]](rest[1:])
 
 
-# (module, exception class): bad input a user can fix. Looked up only in modules already
-# imported (an exception of a module never imported cannot have been raised), so that
-# handling an error imports nothing.
-USER_ERRORS = (("shared.codec", "DecodeError"), ("shared.modelpaths", "ModelNotFound"),
-               ("shared.redis_server", "ServerError"), ("shared.metrics", "MetricsError"),
-               ("shared.settings", "SettingsError"),
-               ("producer.sources", "SourceError"), ("workers.inference.sessions", "ModelError"),
-               ("workers.action.card", "CardError"), ("workers.alerting.service", "AlertsError"),
-               ("workers.history.store", "HistoryError"), ("workers.web.server", "WebError"),
-               ("workers.history.users", "UserError"),
-               ("workers.archive.storage", "ArchiveError"), ("workers.jobs.replay", "ReplayError"),
-               ("shared.supervisor", "ChildFailed"))
 EXTRAS = {"torch": "train", "onnx": "train", "pycocotools": "train", "h5py": "train"}
 
 
@@ -441,10 +433,8 @@ def _lines(text: str) -> str:
 def user_error(exc: BaseException, redis_url: Optional[str] = None) -> Optional[str]:
     """The message for an error the user can fix (one line; a line per problem when the
     error lists several), or None for a bug."""
-    for module, name in USER_ERRORS:
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(exc, cls):
-            return _lines(str(exc))
+    if isinstance(exc, UserError):
+        return _lines(str(exc))
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
         extra = EXTRAS[exc.name.split(".")[0]]
         return (f"{exc.name} is not installed; this command needs the {extra} extra: "
@@ -452,8 +442,9 @@ def user_error(exc: BaseException, redis_url: Optional[str] = None) -> Optional[
     redis = sys.modules.get("redis")
     if redis is not None and isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         from shared.redisio import redact
+        from shared.settings import DEFAULT_REDIS_URL
 
-        where = redact(redis_url or os.environ.get("ACTIONSTREAM_REDIS_URL") or "redis://127.0.0.1:6379/0")
+        where = redact(redis_url or os.environ.get("ACTIONSTREAM_REDIS_URL") or DEFAULT_REDIS_URL)
         return (f"cannot reach Redis at {where} ({' '.join(str(exc).split())}); start a server "
                 "there or pass --redis URL")
     if redis is not None and isinstance(exc, redis.AuthenticationError):
@@ -492,7 +483,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         first, *more = message.splitlines()
         print("\n    ".join([f"actionstream {args.command}: error: {first}", *more]), file=sys.stderr)
         supervisor.report_exit_reason("; ".join([first, *more]))
-        return getattr(exc, "exit_code", 2)
+        return exc.exit_code if isinstance(exc, UserError) else supervisor.USER_ERROR
 
 
 if __name__ == "__main__":

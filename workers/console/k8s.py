@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import yaml
 
 from shared import keys
+from shared.errors import UserError
 
 if TYPE_CHECKING:
     from shared.settings import Camera
@@ -55,7 +56,7 @@ STAGES = {
 }
 
 
-class K8sError(ValueError):
+class K8sError(UserError, ValueError):
     """Options that cannot make valid manifests (no cameras, a lag target below 1, ...)."""
 
 

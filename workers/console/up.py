@@ -24,6 +24,7 @@ from typing import Optional
 
 from producer.sources import SourceError, open_source
 from shared import keys
+from shared.errors import ActionstreamError
 from shared.modelpaths import resolve_action_model, resolve_pose_model
 from shared.redis_server import RedisServer
 from shared.redisio import CONNECTION_ERRORS, connect, ensure_group, group_lag, redact
@@ -240,7 +241,7 @@ def _supervise(sup: Supervisor, others: list[Optional[Supervisor]], collector: C
         bar.close()
 
 
-class Terminated(Exception):
+class Terminated(ActionstreamError):
     """``up`` got SIGTERM: stop everything as on Ctrl-C."""
 
 

@@ -24,7 +24,6 @@ import sqlalchemy as sa
 
 from shared import codec, keys
 from shared.follower import StreamFollower
-from shared.ops import DEFAULT_URL
 from shared.redisio import connect, redact
 from shared.settings import Settings
 from workers.history.snapshots import snapshot_for
@@ -98,7 +97,7 @@ class HistoryRecorder(StreamFollower):
 def run_history(settings: Settings, consumer: Optional[str] = None, burst: bool = False,
                 claim_idle_s: Optional[float] = None) -> int:
     """``actionstream history``: store events until stopped (or idle, ``burst``)."""
-    url = settings.redis_url or DEFAULT_URL
+    url = settings.redis_target
     consumer = consumer or settings.history_consumer
     store = EventStore.from_settings(settings)
     idle_s = 30.0 if claim_idle_s is None else claim_idle_s

@@ -17,6 +17,7 @@ import numpy as np
 
 from shared import codec, keys
 from shared.codec import DecodeError
+from shared.errors import ActionstreamError
 from shared.schemas import Event, Skeletons
 from shared.redisio import text
 from shared.drawing import draw_frame
@@ -27,7 +28,7 @@ PAGE = 16  # entries per XREVRANGE while walking back
 SNAPSHOT_QUALITY = 85
 
 
-class SnapshotMissing(LookupError):
+class SnapshotMissing(ActionstreamError, LookupError):
     """The event's frame is no longer (or not) among the camera's recent frames."""
 
 

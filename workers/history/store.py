@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
+from shared.errors import UserError
 from shared.keys import check_camera_id
 from shared.schemas import Event
 
@@ -35,7 +36,7 @@ EVENT_COLUMNS = ("id", "camera", "track_id", "label", "label_index", "score", "f
                  "frame_end", "ts_start", "ts_end", "model", "emitted_at", "schema_version")
 
 
-class HistoryError(ValueError):
+class HistoryError(UserError, ValueError):
     """A history URL that is not usable, or an event id not fit for a file name."""
 
 

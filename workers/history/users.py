@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from shared import errors
 from workers.history.store import HistoryError, history_location, normalise_url, redacted, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash("not a password of anyone")  # a missing user costs a verify too
 
 
-class UserError(ValueError):
+class UserError(errors.UserError, ValueError):
     """A user name, role or password that cannot be used (the text says why)."""
 
 

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from shared.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -50,7 +52,7 @@ def require_onnxruntime() -> None:
                          "'actionstream[gpu]' (or '[cpu]'), one of the two")
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """A model file is missing, unreadable, or not the shape actionstream expects."""
 
 

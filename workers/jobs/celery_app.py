@@ -23,7 +23,6 @@ import threading
 from celery import Celery, signals
 from celery.exceptions import Reject
 
-from shared.ops import DEFAULT_URL
 from shared.redisio import connect
 from shared.settings import Settings, load_settings
 from shared.celeryconf import celery_config
@@ -67,7 +66,7 @@ def make_app(settings: Optional[Settings] = None) -> Celery:
     settings = settings or load_settings()
     celery = Celery("actionstream-jobs")
     celery.conf.update(jobs_config(settings))
-    url = settings.redis_url or DEFAULT_URL
+    url = settings.redis_target
 
     def replay(self, spec: dict) -> dict:
         job = JobSpec.from_dict(spec)

@@ -106,10 +106,9 @@ def _settings(args):
 
 
 def _redis(settings):
-    from shared.ops import DEFAULT_URL
     from shared.redisio import connect
 
-    return connect(settings.redis_url or DEFAULT_URL)
+    return connect(settings)
 
 
 def submit(settings, spec, args=None) -> None:

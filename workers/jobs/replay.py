@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping, Optional
 
 from shared import keys
+from shared.errors import ActionstreamError, UserError
 
 SOURCES = ("archive", "video", "skeletons")  # skeletons: Kinetics-skeleton JSON files
 TARGETS = (keys.POSE_GROUP, keys.ACTION_GROUP)
@@ -24,11 +25,11 @@ TARGETS = (keys.POSE_GROUP, keys.ACTION_GROUP)
 FINAL_STATES = ("DONE", "CANCELLED", "FAILED")
 
 
-class ReplayError(ValueError):
+class ReplayError(UserError, ValueError):
     """A replay cannot be submitted as asked (bad source, range, option); the text says why."""
 
 
-class ReplayFailed(RuntimeError):
+class ReplayFailed(ActionstreamError, RuntimeError):
     """A running replay cannot go on (a corrupt video mid-way, a source gone); the reason."""
 
 
@@ -192,32 +193,3 @@ class Checkpoint:
     def end_seq(self) -> int:
         """The EndOfStream's seq: one past the last item published (0 when none was)."""
         return 0 if self.seq is None else self.seq + 1
-
-
-# Publish one item and advance the checkpoint, atomically and only while the job's lease
-# is ours (all keys carry the replay camera's hash tag: one Cluster slot).
-# KEYS[1] the stream, KEYS[2] the checkpoint, KEYS[3] the job lease;
-# ARGV[1] the lease value, ARGV[2] the item's seq or 'eos', ARGV[3..] field, value, ...
-# Returns 1 published, -1 already published (not again), 0 the lease is not ours.
-PUBLISH = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-if ARGV[2] == 'eos' then
-  if redis.call('HEXISTS', KEYS[2], 'eos') == 1 then return -1 end
-  redis.call('HSET', KEYS[2], 'eos', '1')
-else
-  local last = redis.call('HGET', KEYS[2], 'seq')
-  if last and tonumber(last) >= tonumber(ARGV[2]) then return -1 end
-  redis.call('HSET', KEYS[2], 'seq', ARGV[2])
-  redis.call('HINCRBY', KEYS[2], 'published', 1)
-end
-redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
-return 1
-"""
-
-
-def flat_fields(fields: Mapping) -> list:
-    """A field map as the script's ``field, value, ...`` arguments."""
-    out: list = []
-    for k, v in fields.items():
-        out += [k, v]
-    return out

@@ -3,8 +3,8 @@
 Exactly once across worker deaths: the job holds a lease (``keys.lease_key("job", replay
 camera)``, a TTL renewed as it runs) so that no second copy of the task runs it at the same
 time (a redelivered message finds it held and is retried later), and every item is
-published in one script with the checkpoint, fenced by that lease
-(:data:`workers.jobs.replay.PUBLISH`). A copy that takes over after a kill continues after
+published in one script with the checkpoint, fenced by that lease (the producer's
+publisher, :mod:`producer.publisher`). A copy that takes over after a kill continues after
 the last published seq; an item is never published twice.
 
 It registers the replay camera (``keys.CAMERAS_KEY``, with its rule overrides), publishes
@@ -22,18 +22,19 @@ import os
 import socket
 import time
 import uuid
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 import redis
 
+from producer.publisher import NOT_OURS, PUBLISHED, Publisher
 from shared import keys
+from shared.errors import ActionstreamError
 from shared.leases import Leases
-from shared.redisio import ensure_group, lagging
+from shared.redisio import ensure_group
 from shared.settings import Settings
 from workers.jobs import registry, skeleton_files
 from workers.jobs import replay_sources as sources
-from workers.jobs.replay import (PUBLISH, Checkpoint, JobSpec, Pacer, Progress, ReplayError, ReplayFailed,
-                                 flat_fields)
+from workers.jobs.replay import Checkpoint, JobSpec, Pacer, Progress, ReplayError, ReplayFailed
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +42,20 @@ REPORT_EVERY_S = 0.5
 WAIT_STEP_S = 0.05
 
 
-class Busy(RuntimeError):
+class Busy(ActionstreamError, RuntimeError):
     """Another copy of the job holds its lease (it runs, or its dead worker's lease has not
     expired yet): retry later."""
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(ActionstreamError, RuntimeError):
     """The job's lease was taken over while this copy ran: it stops, publishing nothing more."""
 
 
-class Cancelled(Exception):
+class Cancelled(ActionstreamError):
     pass
 
 
-class Stopping(Exception):
+class Stopping(ActionstreamError):
     """The worker is shutting down: the job stops here (its checkpoint kept) to be requeued."""
 
 
@@ -72,7 +73,9 @@ class JobRunner:
         self.stream = keys.stage_stream(spec.target, self.camera)
         worker_id = worker_id or f"jobs-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.leases = Leases(r, keys.JOB_STAGE, worker_id, settings.lease_ttl_s)
-        self._publish = r.register_script(PUBLISH)
+        # fenced by the lease, the checkpoint's seq the last one published, no trimming
+        self.publisher = Publisher(r, self.stream, keys.job_checkpoint_key(self.camera),
+                                   lease_key=self.leases.key(self.camera), count_field="published")
         self._renewed = self._reported = 0.0
         self.skipped: list = []  # archived records that did not decode: (seq, reason)
 
@@ -192,19 +195,19 @@ class JobRunner:
             while self._lagging():
                 self._wait(WAIT_STEP_S)
             self._check()
-            done = self._put(item.seq, flat_fields(item.fields))
+            done = self._put(item.seq, item.fields)
             progress.advance(done)
             self._progress(progress, "publishing")
         self._progress(progress, "publishing", force=True)
 
-    def _put(self, seq, fields: list) -> int:
+    def _put(self, seq, fields: Mapping) -> int:
         """Publish one item (or ``'eos'``) with the checkpoint; 1, or 0 when it already was."""
-        res = self._publish(keys=[self.stream, keys.job_checkpoint_key(self.camera),
-                                  self.leases.key(self.camera)],
-                            args=[self.leases.value(self.camera), seq, *fields])
-        if res == 0:
+        eos = seq == "eos"  # one end of stream per job ('1'), which leaves the checkpoint's seq
+        res = self.publisher.put(fields, mark=None if eos else seq, eos="1" if eos else "",
+                                 lease=self.leases.value(self.camera))
+        if res == NOT_OURS:
             raise LeaseLost(self.camera)
-        return 1 if res == 1 else 0
+        return 1 if res == PUBLISHED else 0
 
     def _end_stream(self) -> None:
         from shared import codec
@@ -212,11 +215,11 @@ class JobRunner:
 
         eos = EndOfStream(self.camera, self.checkpoint().end_seq)
         encode = codec.encode_frame if self.spec.target == keys.POSE_GROUP else codec.encode_skeletons
-        self._put("eos", flat_fields(encode(eos)))
+        self._put("eos", encode(eos))
 
     def _lagging(self) -> bool:
         """Backpressure: the stage fed has this many entries unread or unacked."""
-        return lagging(self.r, self.stream, self.spec.target, self.settings.replay_max_lag)
+        return bool(self.publisher.behind(self.settings.replay_max_lag, group=self.spec.target))
 
     def _drain(self, progress: Progress) -> None:
         """Until the action stage has passed the camera's end of stream (its events are out)."""

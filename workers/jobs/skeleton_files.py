@@ -1,10 +1,10 @@
 """Skeleton files as a replay source: Kinetics-skeleton JSON straight into the action stage.
 
-The format is the one ST-GCN is trained on and the one ``up --skeletons-out`` and ``archive
-export`` write (:mod:`workers.console.exports`): ``{"data": [{"frame_index": i, "skeleton": [{"pose":
-[x0, y0, ...] (18 joints, x/width, y/height in 0..1), "score": [c0, ...] (18), "track_id":
-n}, ...]}, ...], "label": ..., "label_index": ...}``. actionstream's exports also carry
-``camera``, ``width``, ``height`` (the frame in pixels) and ``fps``.
+The format (:mod:`shared.kinetics`, its writer and its one reader) is the one ST-GCN is trained
+on and the one ``up --skeletons-out`` and ``archive export`` write: ``{"data": [{"frame_index":
+i, "skeleton": [{"pose": [x0, y0, ...] (18 joints, x/width, y/height in 0..1), "score": [c0,
+...] (18), "track_id": n}, ...]}, ...], "label": ..., "label_index": ...}``. actionstream's
+exports also carry ``camera``, ``width``, ``height`` (the frame in pixels) and ``fps``.
 
 A replay of a file publishes one :class:`~shared.schemas.Skeletons` per frame: ``seq`` is
 the ``frame_index`` (so events name the file's frames), ``ts`` counts from the job's start
@@ -20,17 +20,16 @@ frames) is one WARNING line naming it and the reason; the job goes on with the o
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
-from shared import codec
+from shared import codec, kinetics
+from shared.kinetics import OPENPOSE_JOINTS as JOINTS, Clip, ClipError
 from shared.schemas import Skeletons
 from shared.skeleton import Person, box_from_keypoints
 from workers.jobs.replay import JobSpec, ReplayError
@@ -38,25 +37,12 @@ from workers.jobs.replay_sources import Item
 
 log = logging.getLogger(__name__)
 
-JOINTS = 18  # OpenPose-18, the Kinetics-skeleton layout
 DEFAULT_SIZE = (340, 256)  # the frame Kinetics-skeleton was extracted at (ST-GCN's tools)
 MODEL = "skeleton-file"  # the Skeletons' pose model field
 
 
-class SkeletonFileError(ValueError):
-    """One skeleton file cannot be replayed; the text names the file and the reason."""
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One readable skeleton file: its frames ``(frame_index, [(pose, score, track_id)])`` in
-    frame order, and what it says of itself (``None``: not given)."""
-
-    path: Path
-    camera: Optional[str]
-    fps: Optional[float]
-    size: Optional[tuple[int, int]]
-    frames: list
+# the format's one error (:func:`shared.kinetics.read_clip`): the text names the file and the reason
+SkeletonFileError = ClipError
 
 
 def parse_size(text: Optional[str]) -> tuple[int, int]:
@@ -84,60 +70,12 @@ def skeleton_files(path: str | Path) -> list[Path]:
 
 
 def read_clip(path: Path) -> Clip:
-    """One skeleton file, checked; SkeletonFileError saying what is wrong with it."""
-    try:
-        info = json.loads(Path(path).read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise SkeletonFileError(f"skeleton file {path}: cannot be read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise SkeletonFileError(f"skeleton file {path}: not JSON (binary, not UTF-8 text)") from None
-    except ValueError as exc:
-        raise SkeletonFileError(f"skeleton file {path}: not JSON ({exc})") from None
-    if not isinstance(info, dict) or not isinstance(info.get("data"), list):
-        raise SkeletonFileError(f"skeleton file {path}: not a Kinetics-skeleton file (no \"data\" list "
-                                "of frames)")
-    frames = {}
-    for frame in info["data"]:
-        index, people = _frame(path, frame)
-        frames.setdefault(index, people)  # a frame_index given twice: the first
-    if not frames:
+    """One skeleton file, checked (:func:`shared.kinetics.read_clip`); SkeletonFileError saying
+    what is wrong with it, also when it holds no frames (nothing to replay)."""
+    clip = kinetics.read_clip(path)
+    if not clip.frames:
         raise SkeletonFileError(f"skeleton file {path}: holds no frames")
-    camera = info.get("camera") if isinstance(info.get("camera"), str) else None
-    return Clip(Path(path), camera, _positive(info.get("fps")), _size(info), sorted(frames.items()))
-
-
-def _frame(path: Path, frame: Any) -> tuple[int, list]:
-    index = frame.get("frame_index") if isinstance(frame, dict) else None
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise SkeletonFileError(f"skeleton file {path}: a frame's frame_index is {index!r}, not a "
-                                "frame number (0 or more)")
-    people = []
-    for m, person in enumerate(frame.get("skeleton") or []):
-        pose = person.get("pose") if isinstance(person, dict) else None
-        score = person.get("score") if isinstance(person, dict) else None
-        try:
-            pose = np.asarray(pose, dtype=np.float64).reshape(JOINTS, 2)
-            score = np.asarray(score, dtype=np.float64).reshape(JOINTS)
-            if not (np.isfinite(pose).all() and np.isfinite(score).all()):
-                raise ValueError("not finite")
-        except (TypeError, ValueError):
-            raise SkeletonFileError(
-                f"skeleton file {path}: frame_index {index}, person {m}: expected \"pose\" of "
-                f"{2 * JOINTS} numbers (x, y of OpenPose-18 joints) and \"score\" of {JOINTS}") from None
-        track = person.get("track_id", m)
-        people.append((pose, score, int(track) if isinstance(track, (int, float)) else m))
-    return index, people
-
-
-def _positive(value: Any) -> Optional[float]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
-        return float(value)
-    return None
-
-
-def _size(info: dict) -> Optional[tuple[int, int]]:
-    w, h = _positive(info.get("width")), _positive(info.get("height"))
-    return (int(w), int(h)) if w and h else None
+    return clip
 
 
 def _reasons(bad: list) -> str:
@@ -196,8 +134,10 @@ def skeleton_items(spec: JobSpec, after_seq: Optional[int], bad: list,
         top = -1
         for index, people in clip.frames:
             seq, ts = seq0 + index, ts0 + (index - first) / fps
-            persons = tuple(_person(p, s, t + track0 if t >= 0 else t, width, height) for p, s, t in people)
-            top = max([top] + [t for _, _, t in people])
+            tracks = [m if t is None else t for m, (_, _, t) in enumerate(people)]  # none: its place
+            persons = tuple(_person(p, s, t + track0 if t >= 0 else t, width, height)
+                            for (p, s, _), t in zip(people, tracks))
+            top = max([top] + tracks)
             if after_seq is None or seq > after_seq:
                 yield Item(seq, ts, codec.encode_skeletons(
                     Skeletons(camera, seq, ts, width, height, persons, MODEL)))

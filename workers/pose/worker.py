@@ -9,6 +9,11 @@ JPEGs decode in a small thread pool (OpenCV releases the GIL), and a model with 
 they are handed to the model in the batch's order as each is ready
 (``model.infer_prepared``): a model that runs frame by frame (MoveNet) infers the first
 frame while the next ones decode, so decoding hides behind the model calls.
+
+With motion gating on (setting ``motion_gating``, or a camera's ``motion:``), a frame in
+which nothing moves (:mod:`workers.pose.motion`) is neither decoded in full nor given to
+the model: its skeleton entry repeats the camera's last tracked people under the new
+frame's seq and time, and the model still runs every ``keyframe_s``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from shared.redisio import lagging, text
 from shared.schemas import EndOfStream, Frame, Skeletons
 from shared.settings import Settings
 from shared.worker import Entry, Outcome, Output, StageWorker
+from workers.pose.motion import MotionConfig, MotionGate, small_grey
 from workers.pose.tracker import Tracker, TrackerConfig
 
 log = logging.getLogger(__name__)
@@ -55,9 +61,11 @@ class PoseWorker(StageWorker):
         self.model = model
         self.model_name = model_name
         self.trackers: dict[str, Tracker] = {}
+        self.gates: dict[str, MotionGate] = {}  # cameras with motion gating on
+        self.last_people: dict[str, tuple] = {}  # camera -> the people of its last model run
         high, low = getattr(model, "track_thresholds", (0.0, 0.0))  # the model's score scale
         self.tracker_config = TrackerConfig(high_score=high, low_score=low)
-        self.metrics.update(frames=0, skipped_stale=0, model_calls=0, model_s=0.0,
+        self.metrics.update(frames=0, frames_gated=0, skipped_stale=0, model_calls=0, model_s=0.0,
                             max_cameras_per_batch=0, max_frames_per_batch=0, batches_multi_camera=0)
         self._last_report = time.monotonic()
 
@@ -82,6 +90,33 @@ class PoseWorker(StageWorker):
                 log.info("camera %s: tracking resumed at frame %d with tracks %s", camera, msg.seq,
                          [p.track_id for p in msg.people])
         self.trackers[camera] = tracker
+        self._motion_gate(camera)
+
+    def _motion_gate(self, camera: str) -> None:
+        """Gate ``camera``'s frames by motion when the settings or its registration (a camera
+        file's ``motion:``) say so; a bad registration leaves the settings' choice."""
+        s = self.settings
+        given: dict = {}
+        raw = self.r.hget(keys.CAMERAS_KEY, camera)
+        try:
+            given = dict((json.loads(raw) if raw else {}).get("motion") or {})
+        except (ValueError, TypeError) as exc:
+            log.warning("camera %s: motion settings %r ignored (%s)", camera, raw, exc)
+        enabled = given.pop("enabled", None)
+        if not (s.motion_gating if enabled is None else enabled):
+            self.gates.pop(camera, None)
+            return
+        try:
+            masks = tuple(tuple(map(tuple, m)) for m in given.pop("masks", None) or ())
+            config = MotionConfig(**{"threshold": s.motion_threshold, "keyframe_s": s.motion_keyframe_s,
+                                     **given, "masks": masks})
+        except (ValueError, TypeError) as exc:
+            log.warning("camera %s: motion settings %r ignored (%s); gating off", camera, given, exc)
+            self.gates.pop(camera, None)
+            return
+        self.gates[camera] = MotionGate(config)
+        log.info("camera %s: motion gating on (threshold %.4f, keyframe every %.1f s, %d masks)", camera,
+                 config.threshold, config.keyframe_s, len(config.masks))
 
     def _stored_tracker(self, camera: str, last_seq: Optional[int]) -> Optional[Tracker]:
         """The tracker state stored with the frame ``last_seq``, or None."""
@@ -104,6 +139,8 @@ class PoseWorker(StageWorker):
 
     def on_released(self, camera: str) -> None:
         self.trackers.pop(camera, None)
+        self.gates.pop(camera, None)
+        self.last_people.pop(camera, None)
 
     def has_room(self, camera: str) -> bool:
         if self.settings.mode != "replay" and not keys.is_replay(camera):  # replay cameras: always
@@ -113,7 +150,7 @@ class PoseWorker(StageWorker):
 
     def handle(self, entries: list[Entry]) -> Outcome:
         out = Outcome()
-        frames: list[tuple[Entry, Frame]] = []
+        frames: list[tuple[Entry, Frame, bool]] = []  # (entry, frame, run the model on it)
         for entry in entries:
             try:
                 msg = entry.decode(codec.decode_frame)
@@ -121,13 +158,13 @@ class PoseWorker(StageWorker):
                 out.dead.append((entry, f"undecodable frame: {exc}"))
                 continue
             if isinstance(msg, EndOfStream):
-                frames.append((entry, msg))  # keeps the camera's order
+                frames.append((entry, msg, False))  # keeps the camera's order
             elif self._stale(msg):
                 self.metrics["skipped_stale"] += 1
                 metrics.FRAMES_SKIPPED.labels(self.stage, entry.camera, "stale").inc()
                 out.done.append(entry)
             else:
-                frames.append((entry, msg))
+                frames.append((entry, msg, self._moves(msg)))
         ok, images = self._decode_images(frames, out)
         first = next(images, None)  # waits for the first decode; None: no frame to infer
         people = self._infer(itertools.chain([first], images)) if first is not None else []
@@ -135,6 +172,21 @@ class PoseWorker(StageWorker):
             raise RuntimeError("the pose model did not take every frame of the batch")
         self._emit(ok, people, out)
         return out
+
+    def _moves(self, frame: Frame) -> bool:
+        """Whether the model runs on ``frame``: always without a gate; with one, when it moves,
+        a keyframe is due, or the camera has no tracked people to repeat yet."""
+        gate = self.gates.get(frame.camera)
+        if gate is None:
+            return True
+        run = gate.observe(small_grey(frame.jpeg), frame.ts)
+        if not run and frame.camera not in self.last_people:
+            gate.last_run_ts = frame.ts
+            return True
+        if not run:
+            self.metrics["frames_gated"] += 1
+            metrics.POSE_FRAMES_GATED.labels(frame.camera).inc()
+        return run
 
     def _stale(self, frame: Frame) -> bool:
         """Live: the frame waited in its stream longer than ``max_lag_s``, measured on the
@@ -150,8 +202,8 @@ class PoseWorker(StageWorker):
         A corrupt JPEG goes to ``out.dead``; ``ok`` (the entries to emit, end-of-stream marks
         included, in order) is complete once ``images`` is exhausted."""
         pool, prepare = decode_pool(), getattr(self.model, "prepare", None)  # then infer_prepared
-        jobs = [(entry, msg, None if isinstance(msg, EndOfStream) else pool.submit(_decode, msg, prepare))
-                for entry, msg in frames]
+        jobs = [(entry, msg, pool.submit(_decode, msg, prepare) if run else None)
+                for entry, msg, run in frames]
         ok: list = []
 
         def images():
@@ -162,10 +214,10 @@ class PoseWorker(StageWorker):
                     except DecodeError as exc:
                         out.dead.append((entry, str(exc)))
                         continue
-                    ok.append((entry, msg))
+                    ok.append((entry, msg, True))
                     yield image
                 else:
-                    ok.append((entry, msg))
+                    ok.append((entry, msg, False))  # end of stream, or gated: nothing to infer
         return ok, images()
 
     def _infer(self, images: Iterator) -> list:
@@ -185,13 +237,18 @@ class PoseWorker(StageWorker):
     def _emit(self, ok, people, out: Outcome) -> None:
         results = iter(people)
         cams: dict[str, int] = {}  # camera -> its last frame tracked in this batch
-        for entry, msg in ok:
+        n_gated = 0
+        for entry, msg, inferred in ok:
             stream = keys.skeletons_stream(msg.camera)
             if isinstance(msg, EndOfStream):
                 out.outputs.append(Output(stream, codec.encode_skeletons(msg)))
                 out.finished[msg.camera] = msg.seq
             else:
-                tracked = self._track(msg.camera, next(results))
+                if inferred:
+                    tracked = self.last_people[msg.camera] = tuple(self._track(msg.camera, next(results)))
+                else:  # nothing moved: the camera's last people, unchanged
+                    tracked = self.last_people[msg.camera]
+                    n_gated += 1
                 skel = Skeletons(msg.camera, msg.seq, msg.ts, msg.width, msg.height,
                                  tuple(tracked), self.model_name, run=msg.run)
                 out.outputs.append(Output(stream, codec.encode_skeletons(skel),
@@ -206,7 +263,7 @@ class PoseWorker(StageWorker):
             out.sets[keys.next_track_key(cam)] = str(self.trackers[cam].next_id)
             state = {"seq": seq, "tracker": self.trackers[cam].to_state()}  # for a takeover (on_acquired)
             out.sets[keys.tracker_state_key(cam)] = json.dumps(state)
-        self._count_batch(len(people), set(cams))
+        self._count_batch(len(people), set(cams), n_gated)
 
     def _track(self, camera: str, people):
         tracker = self.trackers.get(camera)
@@ -214,9 +271,9 @@ class PoseWorker(StageWorker):
             tracker = self.trackers[camera] = Tracker(self.tracker_config)
         return tracker.update(people).people
 
-    def _count_batch(self, n_frames: int, cams: set[str]) -> None:
+    def _count_batch(self, n_frames: int, cams: set[str], n_gated: int = 0) -> None:
         m = self.metrics
-        m["frames"] += n_frames
+        m["frames"] += n_frames + n_gated
         m["max_frames_per_batch"] = max(m["max_frames_per_batch"], n_frames)
         m["max_cameras_per_batch"] = max(m["max_cameras_per_batch"], len(cams))
         if len(cams) > 1:
@@ -227,11 +284,11 @@ class PoseWorker(StageWorker):
         now = time.monotonic()
         if now - self._last_report >= 5.0:
             self._last_report = now
-            log.info("%s: %d frames, %d model calls (%.1f frames/call, up to %d cameras in one "
-                     "batch), %.1f ms/frame in the model, %d stale skipped", self.worker_id,
-                     m["frames"], m["model_calls"], m["frames"] / max(1, m["model_calls"]),
-                     m["max_cameras_per_batch"], 1000 * m["model_s"] / max(1, m["frames"]),
-                     m["skipped_stale"])
+            inferred = m["frames"] - m["frames_gated"]
+            log.info("%s: %d frames (%d without motion), %d model calls (%.1f frames/call, up to %d "
+                     "cameras in one batch), %.1f ms/frame in the model, %d stale skipped", self.worker_id,
+                     m["frames"], m["frames_gated"], m["model_calls"], inferred / max(1, m["model_calls"]),
+                     m["max_cameras_per_batch"], 1000 * m["model_s"] / max(1, inferred), m["skipped_stale"])
 
     def after_write(self, outcome: Outcome) -> None:
         """Trim frames this worker has acked (replay streams are not trimmed by length), but

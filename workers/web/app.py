@@ -35,7 +35,6 @@ from starlette.concurrency import run_in_threadpool
 
 from shared import codec, keys
 from shared.codec import DecodeError
-from shared.ops import DEFAULT_URL
 from shared.redisio import CONNECTION_ERRORS, connect, connect_async, redact, text
 from shared.settings import Settings
 from workers.web import auth as webauth
@@ -170,7 +169,7 @@ def create_app(settings: Settings, r: Optional[redis.Redis] = None, *,
                auth: Optional[webauth.Auth]) -> FastAPI:
     """The application for the Redis (and event history) that ``settings`` name; ``auth``: its
     users (None: no login, for a page on loopback only)."""
-    url = settings.redis_url or DEFAULT_URL
+    url = settings.redis_target
     data = PageData(settings, r if r is not None else connect(url))
 
     @asynccontextmanager

@@ -26,6 +26,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from shared.errors import UserError
 from shared.settings import Settings
 from shared.supervisor import ProcSpec, Supervisor
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 GRACEFUL_S = 3
 
 
-class WebError(ValueError):
+class WebError(UserError, ValueError):
     """The page cannot be served as asked (a port in use, an address not on this host)."""
 
 

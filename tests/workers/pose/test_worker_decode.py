@@ -12,21 +12,12 @@ import numpy as np
 import pytest
 
 from shared import codec, keys
-from shared.modelpaths import resolve_pose_model
 from shared.redisio import ensure_group
 from shared.schemas import EndOfStream, Frame, Skeletons
 from shared.settings import load_settings
 from tests.conftest import shared_path
 
 CORRUPT = b"\xff\xd8\xff\xe0garbage"
-
-
-@pytest.fixture(scope="module")
-def movenet():
-    from workers.pose.adapters import load_pose_model
-
-    settings = load_settings(shared_dir=shared_path())
-    return load_pose_model("movenet", resolve_pose_model("movenet", settings), threads=1)
 
 
 def _jpegs(clip: str, n: int) -> list[bytes]:

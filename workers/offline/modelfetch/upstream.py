@@ -16,6 +16,7 @@ from email.parser import Parser
 from pathlib import Path
 from typing import Union
 
+from shared.errors import ActionstreamError
 from shared.posemodels import POSE_MODELS
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 Container = Union[Path, bytes]
 
 
-class FetchError(RuntimeError):
+class FetchError(ActionstreamError, RuntimeError):
     """Fetching or converting a model failed; the text says what failed and what to do."""
 
 

@@ -54,6 +54,22 @@ def detect_camera(camera: Camera, model: MoveNetModel, jpeg_quality: int = 90,
             "resized": np.asarray(box.resized), "tensor": np.asarray(box.tensor)}
 
 
+def motion_runs(camera: Camera, config, jpeg_quality: int = 90) -> list[bool]:
+    """Per frame of ``camera``'s (finite) source, as :func:`detect_camera` sees it, whether the
+    pose worker with motion gating (``config``: a :class:`~workers.pose.motion.MotionConfig`)
+    would run the model on it."""
+    from workers.pose.motion import MotionGate, small_grey
+
+    source = open_source(camera.source, camera.fps)
+    gate, runs = MotionGate(config), []
+    for seq, image in enumerate(source.frames()):
+        image = crop_and_resize(image, camera.crop, camera.width)
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        runs.append(gate.observe(small_grey(buf.tobytes()), seq / source.fps))
+    source.close()
+    return runs
+
+
 def load_people(path: str | Path, person_threshold: float = DEFAULT_PERSON_THRESHOLD,
                 keypoint_threshold: float = DEFAULT_KEYPOINT_THRESHOLD):
     """A cached clip -> (``people`` per frame, ``ts``, width, height, fps), decoded as the

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
+from shared.errors import UserError
 from workers.offline.stgcn.model import STGCN
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ OPTIONAL_KEYS = ("A",)
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint is missing, unreadable or does not fit the model; the text says why."""
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shared.errors import ActionstreamError
 from workers.action.card import ModelCard, save_card
 from workers.offline.stgcn.model import STGCN
 
@@ -40,7 +41,7 @@ CHECK_SHORT_T = 16
 TRACE_T = 20
 
 
-class ExportError(RuntimeError):
+class ExportError(ActionstreamError, RuntimeError):
     """The export failed or the exported file does not reproduce PyTorch."""
 
 

@@ -133,7 +133,7 @@ def load(args) -> list:
     if args.detections:
         urfd = fall.read_urfd_labels(args.labels) if args.labels else {}
         upfall = read_upfall_labels(args.upfall_labels) if args.upfall_labels else {}
-        clips = load_detection_clips(args.detections, urfd, upfall)
+        clips = load_detection_clips(args.detections, urfd, upfall, runs=getattr(args, "motion_runs", None))
     else:
         clips = load_export_clips(args.skeletons, args.labels, args.upfall_labels)
     if not clips:

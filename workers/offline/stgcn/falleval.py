@@ -99,7 +99,32 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", metavar="FILE", help="keep the window scores in FILE (pickle) and reuse them")
     p.add_argument("--only", nargs="+", metavar="CLIP", help="evaluate these clips (camera ids) only")
     p.add_argument("--datasets", nargs="+", help="evaluate these datasets only (e.g. smartfall penn)")
+    p.add_argument("--motion-gating", metavar="CAMERAS_YAML",
+                   help="re-track the --detections clips as the pose worker does with motion gating on, "
+                        "reading each clip's video from this camera file (the one the detections came from)")
+    p.add_argument("--motion-threshold", type=float, default=0.002, help="gating's share of changed pixels")
+    p.add_argument("--motion-keyframe-s", type=float, default=1.0, help="gating's longest gap between runs")
     return p
+
+
+def gating_runs(args) -> dict[str, list[bool]]:
+    """Per camera of ``--motion-gating``'s file with a cached clip, whether the gated pose
+    worker runs the model on each frame; logs the share of frames it skips."""
+    from pathlib import Path
+
+    from shared.settings import load_camera_file
+    from workers.offline.posetrain.detections import motion_runs
+    from workers.pose.motion import MotionConfig
+
+    config = MotionConfig(threshold=args.motion_threshold, keyframe_s=args.motion_keyframe_s)
+    cached = {p.stem for p in Path(args.detections).glob("*.npz")}
+    runs = {c.id: motion_runs(c, config) for c in load_camera_file(args.motion_gating).cameras
+            if c.id in cached and (not args.only or c.id in args.only)}
+    total = sum(len(r) for r in runs.values())
+    skipped = sum(len(r) - sum(r) for r in runs.values())
+    print(f"motion gating: the model skips {skipped} of {total} frames ({skipped / max(1, total):.0%}) "
+          f"of {len(runs)} clips")
+    return runs
 
 
 def run_eval(args) -> int:
@@ -109,6 +134,12 @@ def run_eval(args) -> int:
 
     clf = ActionClassifier(args.model, providers=["CPUExecutionProvider"], threads=1)
     cfg = fall_config(args)
+    if args.motion_gating:
+        if not args.detections:
+            from workers.offline.stgcn.usage import UsageError
+
+            raise UsageError("--motion-gating re-tracks --detections clips; give --detections")
+        args.motion_runs = gating_runs(args)
     cfg = replace(cfg, window=clf.card.window, fps=clf.card.fps, classes=tuple(clf.card.labels),
                   num_person=clf.card.num_person)
     clips = load(args)

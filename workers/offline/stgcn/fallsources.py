@@ -45,9 +45,11 @@ def make_tracker():
 
 def tracked_frames(path: str | Path, camera: Optional[str] = None,
                    person_threshold: Optional[float] = None, keypoint_threshold: Optional[float] = None,
-                   tracker=None) -> tuple[list, float, tuple[int, int]]:
+                   tracker=None, runs: Optional[list[bool]] = None) -> tuple[list, float, tuple[int, int]]:
     """One cached ``<camera>.npz`` -> ``(Skeletons per frame, fps, (width, height))``,
-    decoded at the worker's thresholds (or those given) and tracked by the worker's tracker."""
+    decoded at the worker's thresholds (or those given) and tracked by the worker's tracker.
+    ``runs``: per frame, whether the model ran (motion gating); a frame where it did not
+    repeats the last people, as the pose worker emits it."""
     from shared.schemas import Skeletons
     from workers.offline.posetrain.detections import load_people
 
@@ -57,9 +59,12 @@ def tracked_frames(path: str | Path, camera: Optional[str] = None,
     people, ts, w, h, fps = load_people(path, pt if person_threshold is None else person_threshold,
                                         kt if keypoint_threshold is None else keypoint_threshold)
     tracker = tracker or make_tracker()
-    frames = [Skeletons(camera=camera, seq=i, ts=float(t), width=w, height=h,
-                        people=tuple(tracker.update(p).people), model="movenet")
-              for i, (p, t) in enumerate(zip(people, ts))]
+    frames, last = [], ()
+    for i, (p, t) in enumerate(zip(people, ts)):
+        if runs is None or i >= len(runs) or runs[i] or i == 0:
+            last = tuple(tracker.update(p).people)
+        frames.append(Skeletons(camera=camera, seq=i, ts=float(t), width=w, height=h, people=last,
+                                model="movenet"))
     return frames, float(fps), (w, h)
 
 
@@ -111,14 +116,16 @@ def fill_from_trial(clips: list[Clip]) -> None:
 
 
 def load_detection_clips(det_dir: str | Path, urfd: dict, upfall: dict[str, UpFallClip],
-                         only: Optional[set] = None) -> list[Clip]:
+                         only: Optional[set] = None,
+                         runs: Optional[dict[str, list[bool]]] = None) -> list[Clip]:
     """Every ``<camera>.npz`` of ``det_dir`` (or those named in ``only``) as a labelled
-    :class:`Clip`, tracked as the pose worker tracks."""
+    :class:`Clip`, tracked as the pose worker tracks (with motion gating's ``runs`` per
+    camera, when given)."""
     clips = []
     for path in sorted(Path(det_dir).glob("*.npz")):
         if path.name.endswith(".tmp.npz") or (only and path.stem not in only):
             continue
-        frames, fps, size = tracked_frames(path)
+        frames, fps, size = tracked_frames(path, runs=(runs or {}).get(path.stem))
         clip = label_clip(Clip(path.stem, frames, fps, group=path.stem, size=size), urfd, upfall)
         if clip is not None:
             clips.append(clip)

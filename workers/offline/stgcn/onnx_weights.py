@@ -20,12 +20,13 @@ import os
 import numpy as np
 import torch
 
+from shared.errors import UserError
 from workers.offline.stgcn.model import STGCN
 
 log = logging.getLogger(__name__)
 
 
-class OnnxWeightsError(ValueError):
+class OnnxWeightsError(UserError, ValueError):
     """The ONNX file is not an ST-GCN written by this project's exporter."""
 
 

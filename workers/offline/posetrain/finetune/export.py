@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared.errors import ActionstreamError
 from workers.offline.posetrain.finetune.network import MobilenetThin, NHWCWrapper
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ OUTPUT_NAME = "Openpose/concat_stage7"
 OPSET = 17
 
 
-class ExportError(RuntimeError):
+class ExportError(ActionstreamError, RuntimeError):
     """The ONNX export failed or its output differs from PyTorch's."""
 
 

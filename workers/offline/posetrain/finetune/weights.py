@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared.errors import ActionstreamError
 from workers.offline.posetrain.finetune.network import MobilenetThin
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ _BACKBONE = re.compile(r"^MobilenetV1/Conv2d_(\d+)_(depthwise|pointwise)/")
 _STAGE = re.compile(r"^Openpose/MConv_Stage(\d+)_(L[12])_(\d+)_(depthwise|pointwise)/")
 
 
-class WeightImportError(RuntimeError):
+class WeightImportError(ActionstreamError, RuntimeError):
     """The ONNX file does not match the network (missing, extra or mis-shaped tensors)."""
 
 
