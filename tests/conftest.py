@@ -103,3 +103,24 @@ def _private_data_dir(tmp_path_factory):
 # URFD's shortest clips (fall-14, fall-16: 2 s) end 0.3 s after their fall, too soon for the
 # default rule's 3 consecutive windows (1 s): tests about something else on them use one window.
 SHORT_CLIP_RULE = {"ACTIONSTREAM_ALERT_CONSECUTIVE": "1"}
+
+
+@pytest.fixture(scope="session")
+def stgcn_export(tmp_path_factory):
+    """A function exporting a seeded ST-GCN with the CLI (cached per arguments) -> .onnx path."""
+    pytest.importorskip("torch")
+    cli = pytest.importorskip("workers.offline.stgcn.stgcncli")
+    root = tmp_path_factory.mktemp("stgcn")
+    cache: dict[tuple, Path] = {}
+
+    def export(seed: int = 1, layout: str = "openpose", num_class: int = 4) -> Path:
+        key = (seed, layout, num_class)
+        if key not in cache:
+            out = root / f"stgcn-{layout}-{num_class}-s{seed}.onnx"
+            rc = cli.export_main(["--seed", str(seed), "--layout", layout,
+                                  "--num-class", str(num_class), "--out", str(out)])
+            assert rc in (0, None) and out.is_file(), f"export_main returned {rc}"
+            cache[key] = out
+        return cache[key]
+
+    return export

@@ -7,7 +7,7 @@ Runs the pose stage's MoveNet detections of the clips of ``deploy/fall-training.
 two trackers: **old** (people decoded at the old person threshold 0.2, one threshold) and
 **new** (people decoded down to ``--floor``; only those scoring ``--high`` or more start
 tracks, weaker ones may only extend a confirmed track). ``--detections DIR`` reads the
-``<camera>.npz`` files of ``python -m workers.offline.posetrain.detections`` (raw model rows); without it
+``<camera>.npz`` files of ``actionstream pose detections`` (raw model rows); without it
 (or for a clip missing there) the model runs on ../shared/data here (minutes).
 
 Prints per URFD clip (frames labelled 1 = lying in ../shared/data/urfd/labels.csv):
@@ -110,7 +110,7 @@ def scene_figures(ids: list[list[int]], short: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--detections", type=Path,
-                   help="folder of <camera>.npz (python -m workers.offline.posetrain.detections)")
+                   help="folder of <camera>.npz (actionstream pose detections)")
     p.add_argument("--config", type=Path, default=ROOT / "deploy" / "fall-training.yaml")
     p.add_argument("--labels", type=Path, default=ROOT.parent / "shared" / "data" / "urfd" / "labels.csv")
     p.add_argument("--floor", type=float, default=None, help="new: lowest person score (default: movenet's)")

@@ -20,7 +20,7 @@ aspect below ``UPRIGHT_ASPECT`` (0.8); else (sitting, crouching, too few joints)
 Measured on every URFD frame labelled upright (-1, 928 frames) or lying (1, 641 frames)
 where MoveNet (person threshold 0.1, the best-scoring person) finds someone:
 ``lying`` on 97.5 % of lying frames and 0.2 % of upright ones; ``upright`` on 98.6 % of
-upright frames and 0.2 % of lying ones (``python tests/workers/action/posture_figures.py``).
+upright frames and 0.2 % of lying ones (``python tests/benchmarks/posture_figures.py``).
 """
 
 from __future__ import annotations

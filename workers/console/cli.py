@@ -59,13 +59,16 @@ TOOLS = {
     "pose": ("pose model tools: accuracy, ITOP conversion, fine-tuning", {
         "eval": "COCO keypoint AP and time per frame of the pose models",
         "itop2coco": "convert ITOP labels (+ depth maps) to COCO-17 JSON",
-        "finetune": "fine-tune mobilenet_thin (PyTorch, the train extra) and export ONNX"}),
+        "finetune": "fine-tune mobilenet_thin (PyTorch, the train extra) and export ONNX",
+        "detections": "cache MoveNet's raw output of every clip of a camera file (fall-model's input)"}),
     "stgcn": ("ST-GCN tools: export, training, the fall model", {
         "export": "export an ST-GCN checkpoint to ONNX with its model card",
         "train": "train an ST-GCN (PyTorch, the train extra)",
         "fall-model": "build the fall model from skeleton exports (the train extra)",
         "fall-eval": "a shipped fall model through the worker's windows and rules on labelled clips",
-        "conversion": "skeleton-only sets beside the pose worker's real tracks, and contact sheets"}),
+        "conversion": "skeleton-only sets beside the pose worker's real tracks, and contact sheets",
+        "upfall-ranges": "the fall range derived for each UP-Fall fall clip, printed and drawn",
+        "streaming": "the streaming (continual) step graph of an exported ST-GCN"}),
     "k8s": ("Kubernetes manifests from a cameras file: producers, KEDA autoscaling", {
         "producers": "a producer Deployment per camera",
         "scaledobjects": "KEDA ScaledObjects (stream lag per camera) for the pose and action workers"}),
@@ -407,6 +410,10 @@ def _cmd_tool(args) -> int:
         from workers.offline.modelfetch.fetchcli import fetch_main
 
         return fetch_main(rest[1:])
+    if args.command == "pose" and rest[0] == "detections":
+        from workers.offline.posetrain.detections import main as detections_main
+
+        return detections_main(rest[1:])
     if args.command == "pose":
         from workers.offline.posetrain.posecli import pose_main
 
@@ -417,9 +424,7 @@ def _cmd_tool(args) -> int:
         return k8s_main(rest)
     from workers.offline.stgcn import stgcncli as cli
 
-    main = {"export": cli.export_main, "train": cli.train_main, "fall-model": cli.fall_main,
-            "fall-eval": cli.fall_eval_main, "conversion": cli.conversion_main}
-    return main[rest[0]](rest[1:])
+    return cli.COMMANDS[rest[0]](rest[1:])
 
 
 EXTRAS = {"torch": "train", "onnx": "train", "pycocotools": "train", "h5py": "train"}

@@ -178,7 +178,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-# the commands that take --metrics-port (the long-running ones; tests/workers/test_cli.py
+# the commands that take --metrics-port (the long-running ones; tests/workers/console/test_cli.py
 # checks this list against the parser)
 METRICS_COMMANDS = frozenset({"produce", "pose-worker", "action-worker", "history", "web", "archive",
                               "alerts", "alerts-worker", "jobs-worker"})

@@ -1,6 +1,6 @@
 """Real ST-GCN ONNX models for the action-stage tests, exported once per session.
 
-``stgcn_export(seed, layout, num_class)``: the project's exporter CLI (``export_main``).
+``stgcn_export`` (tests/conftest.py): the project's exporter CLI (``export_main``).
 ``sharp_models``: the same ST-GCN with its block convolutions scaled by sqrt(6) (like
 ``../shared/stgcn_vectors/highgain_seed3``), so that the input signal survives to the
 outputs and a row mix-up or a wrong vote moves the probabilities well beyond float noise;
@@ -19,27 +19,6 @@ from workers.action.card import CardError, ModelCard, load_card, save_card
 
 LABELS = ("walking", "falling", "sitting", "lying")
 GAIN = math.sqrt(6.0)
-
-
-@pytest.fixture(scope="session")
-def stgcn_export(tmp_path_factory):
-    """A function exporting a seeded ST-GCN with the CLI (cached per arguments) -> .onnx path."""
-    pytest.importorskip("torch")
-    cli = pytest.importorskip("workers.offline.stgcn.stgcncli")
-    root = tmp_path_factory.mktemp("stgcn")
-    cache: dict[tuple, Path] = {}
-
-    def export(seed: int = 1, layout: str = "openpose", num_class: int = 4) -> Path:
-        key = (seed, layout, num_class)
-        if key not in cache:
-            out = root / f"stgcn-{layout}-{num_class}-s{seed}.onnx"
-            rc = cli.export_main(["--seed", str(seed), "--layout", layout,
-                                  "--num-class", str(num_class), "--out", str(out)])
-            assert rc in (0, None) and out.is_file(), f"export_main returned {rc}"
-            cache[key] = out
-        return cache[key]
-
-    return export
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 tracking, so that trackers, thresholds and training sets can be tried offline on exactly
 what the pose worker sees (the same crop, resize and JPEG round trip as the producer).
 
-``python -m workers.offline.posetrain.detections --config deploy/fall-training.yaml --out out/detections``
+``actionstream pose detections --config deploy/fall-training.yaml --out out/detections``
 writes one ``<camera>.npz`` per camera: ``rows`` float32 ``(frames, 6, 56)`` (the model's
 output), ``ts`` float64 ``(frames,)``, ``width``, ``height``, ``fps`` and the letterbox
 (``scale``, ``resized``, ``tensor``). :func:`load_people` turns it back into the per-frame
@@ -84,7 +84,7 @@ def load_people(path: str | Path, person_threshold: float = DEFAULT_PERSON_THRES
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workers.offline.posetrain.detections",
+    p = argparse.ArgumentParser(prog="actionstream pose detections",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="camera YAML file (finite sources)")
     p.add_argument("--out", required=True, help="folder for <camera>.npz")

@@ -325,13 +325,14 @@ def verify_step(stream: StreamingSTGCN, path: str | os.PathLike, num_person: int
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m workers.offline.stgcn.continual MODEL.onnx [--out X.step.onnx]``."""
+    """``actionstream stgcn streaming MODEL.onnx [--out X.step.onnx]``."""
     import argparse
 
     from workers.action.card import load_card
     from workers.offline.stgcn.onnx_weights import stgcn_from_onnx
 
-    p = argparse.ArgumentParser(description="the streaming step graph of an exported ST-GCN")
+    p = argparse.ArgumentParser(prog="actionstream stgcn streaming",
+                                description="the streaming step graph of an exported ST-GCN")
     p.add_argument("model", help="an ST-GCN .onnx with its card (e.g. workers/action/models/fall.onnx)")
     p.add_argument("--out", help="default: MODEL.step.onnx beside the model")
     p.add_argument("--window", type=int, help="T of the running mean (default: the card's window)")

@@ -2,7 +2,7 @@
 exports) -> cross-validation and cross-dataset figures (the action worker and its rules
 simulated) -> the final model, ONNX + card.
 
-Clips come from ``--detections DIR`` (``python -m workers.offline.posetrain.detections --config
+Clips come from ``--detections DIR`` (``actionstream pose detections --config
 deploy/fall-training.yaml --out DIR``: tracked here as the pose worker tracks) or
 ``--skeletons DIR`` (``actionstream up --pose-only --skeletons-out DIR``).
 """
@@ -47,7 +47,7 @@ def fall_parser() -> argparse.ArgumentParser:
         "cross-dataset figures, the final model (ONNX + card)."))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--detections", 
-                     help="folder of <camera>.npz (python -m workers.offline.posetrain.detections)")
+                     help="folder of <camera>.npz (actionstream pose detections)")
     src.add_argument("--skeletons", help="folder of <camera>.json exports (up --skeletons-out)")
     p.add_argument("--skeleton-sets", metavar="DIR",
                    help="add the skeleton-only sets of DIR (../shared/data/skeletons: SmartFallMM, "

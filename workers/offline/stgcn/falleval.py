@@ -112,13 +112,14 @@ def gating_runs(args) -> dict[str, list[bool]]:
     worker runs the model on each frame; logs the share of frames it skips."""
     from pathlib import Path
 
-    from shared.settings import load_camera_file
+    from shared.settings import load_camera_file, load_settings
     from workers.offline.posetrain.detections import motion_runs
     from workers.pose.motion import MotionConfig
 
     config = MotionConfig(threshold=args.motion_threshold, keyframe_s=args.motion_keyframe_s)
+    quality = load_settings().jpeg_quality  # as the detections were cached
     cached = {p.stem for p in Path(args.detections).glob("*.npz")}
-    runs = {c.id: motion_runs(c, config) for c in load_camera_file(args.motion_gating).cameras
+    runs = {c.id: motion_runs(c, config, quality) for c in load_camera_file(args.motion_gating)
             if c.id in cached and (not args.only or c.id in args.only)}
     total = sum(len(r) for r in runs.values())
     skipped = sum(len(r) - sum(r) for r in runs.values())

@@ -1,6 +1,6 @@
 """Fall-training clips from the pose stage's cached detections, and their labels.
 
-``python -m workers.offline.posetrain.detections --config deploy/fall-training.yaml --out DIR`` caches
+``actionstream pose detections --config deploy/fall-training.yaml --out DIR`` caches
 MoveNet's raw output of every clip (``DIR/<camera>.npz``). :func:`tracked_frames` replays
 one through the pose worker's decoding and tracker (the worker's thresholds), giving the
 per-frame :class:`~shared.schemas.Skeletons` that ``actionstream up --pose-only

@@ -2,7 +2,7 @@
 to clean skeletons (:mod:`workers.offline.stgcn.skeletonsets`).
 
 :func:`measure` reads MoveNet's raw output cached per URFD clip
-(``python -m workers.offline.posetrain.detections``, ``<camera>.npz``) with URFD's per-frame posture
+(``actionstream pose detections``, ``<camera>.npz``) with URFD's per-frame posture
 labels (-1 upright, 0 falling, 1 lying) and keeps, per posture:
 
 * ``miss``: the share of frames where nobody is detected (no person at the worker's

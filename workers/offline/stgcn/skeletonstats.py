@@ -1,7 +1,7 @@
 """Is the conversion faithful? Statistics of converted skeleton-only tracks beside the pose
 worker's real tracks, and contact sheets of converted falls to check by eye.
 
-``python -m workers.offline.stgcn.skeletonstats --detections out/detections --labels
+``actionstream stgcn conversion --detections out/detections --labels
 ../shared/data/urfd/labels.csv --upfall-labels ../shared/data/upfall/labels.csv
 --skeleton-cache out/skelclips/smartfallmm-seed0.pkl --out out/conversion`` prints a table
 (per source: joint speed at rest, missing joints, track coverage, ids per clip, and the box's
@@ -162,7 +162,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from workers.offline.stgcn.fallsources import load_detection_clips
     from workers.offline.stgcn.upfall import read_upfall_labels
 
-    p = argparse.ArgumentParser(prog="python -m workers.offline.stgcn.skeletonstats",
+    p = argparse.ArgumentParser(prog="actionstream stgcn conversion",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--detections", required=True)
     p.add_argument("--labels", required=True)

@@ -1,5 +1,5 @@
 """The streaming ST-GCN at runtime: the step graph (``<model>.step.onnx``, written by
-``python -m workers.offline.stgcn.continual``) over onnxruntime, with each track's state kept
+``actionstream stgcn streaming``) over onnxruntime, with each track's state kept
 here (numpy only; no torch, no Redis).
 
 A track's frames ``(3, V, M)`` (the action worker's window rows) are pushed one at a time;

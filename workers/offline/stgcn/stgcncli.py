@@ -284,6 +284,18 @@ def fall_eval_main(argv: list[str] | None = None) -> int:
     return eval_main(argv)
 
 
+def upfall_ranges_main(argv: list[str] | None = None) -> int:
+    from workers.offline.stgcn.upfallcli import main
+
+    return main(argv)
+
+
+def streaming_main(argv: list[str] | None = None) -> int:
+    from workers.offline.stgcn.continual import main
+
+    return main(argv)
+
+
 def conversion_main(argv: list[str] | None = None) -> int:
     """``actionstream stgcn conversion ...`` (see :mod:`workers.offline.stgcn.skeletonstats`)."""
     from workers.offline.stgcn.skeletonstats import main as run
@@ -291,18 +303,6 @@ def conversion_main(argv: list[str] | None = None) -> int:
     return run(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m workers.offline.stgcn.stgcncli export ...``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"export": export_main, "train": train_main, "fall-model": fall_main,
-                "fall-eval": fall_eval_main, "conversion": conversion_main}
-    if not argv or argv[0] not in commands:
-        print("usage: python -m workers.offline.stgcn.stgcncli {export,train,fall-model} --help",
-              file=sys.stderr)
-        return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return commands[argv[0]](argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+# ``actionstream stgcn COMMAND ...`` (workers/console/cli.py dispatches here)
+COMMANDS = {"export": export_main, "train": train_main, "fall-model": fall_main, "fall-eval": fall_eval_main,
+            "conversion": conversion_main, "upfall-ranges": upfall_ranges_main, "streaming": streaming_main}

@@ -1,4 +1,4 @@
-"""``python -m workers.offline.stgcn.upfallcli``: the fall range derived for each UP-Fall fall
+"""``actionstream stgcn upfall-ranges``: the fall range derived for each UP-Fall fall
 clip (:func:`workers.offline.stgcn.upfall.derive_fall`) from its cached detections, tracked as
 the pose worker tracks, printed, and drawn on contact sheets to check by eye."""
 
@@ -13,10 +13,10 @@ from workers.offline.stgcn.upfall import contact_sheet, derive_fall, read_upfall
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m workers.offline.stgcn.upfallcli --detections DIR --videos DIR --out DIR
+    """``actionstream stgcn upfall-ranges --detections DIR --videos DIR --out DIR
     [CLIP ...]``: the derived range of each UP-Fall fall clip, printed and drawn."""
 
-    p = argparse.ArgumentParser(prog="python -m workers.offline.stgcn.upfallcli")
+    p = argparse.ArgumentParser(prog="actionstream stgcn upfall-ranges")
     p.add_argument("--detections", required=True, help="folder of <camera>.npz")
     p.add_argument("--videos", default="../shared/data/upfall", help="UP-Fall folder (labels.csv, mp4)")
     p.add_argument("--out", help="folder for <clip>.png contact sheets")

@@ -15,7 +15,7 @@ from shared import kinetics
 from workers.offline.stgcn import datasets as D
 from workers.offline.stgcn import feeder as F
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 SHARED = ROOT.parent / "shared" / "data"
 NTU = SHARED / "ntu"
 KINETICS_JSON = SHARED / "kinetics" / "skeleton_json" / "--33Lscn6sk.json"

@@ -30,7 +30,7 @@ from workers.offline.stgcn.continual import (StreamingSTGCN, export_step_onnx, l
                                             stream_window)
 from workers.offline.stgcn.stepmodel import CausalBodyNorm, StepModel, StreamingTracks, load_step_card  # noqa: E402
 
-FALL_MODEL = Path(__file__).resolve().parents[3] / "workers" / "action" / "models" / "fall.onnx"
+FALL_MODEL = Path(__file__).resolve().parents[4] / "workers" / "action" / "models" / "fall.onnx"
 TOL = 1e-4
 
 
@@ -274,5 +274,5 @@ def test_the_runtime_module_does_not_import_torch():
 
     code = "import sys, workers.offline.stgcn.stepmodel; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[3])
+                         cwd=Path(__file__).resolve().parents[4])
     assert out.stdout.strip() == "False"

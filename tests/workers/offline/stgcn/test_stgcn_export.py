@@ -20,7 +20,7 @@ from workers.offline.stgcn.stgcncli import export_main  # noqa: E402
 from workers.offline.stgcn.export import ExportError, export_onnx, verify_onnx  # noqa: E402
 from workers.offline.stgcn.model import build_model  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 VECTORS = ROOT.parent / "shared" / "stgcn_vectors"
 SEED, CLASSES = 7, 5
 

@@ -26,7 +26,7 @@ from workers.offline.stgcn.export import export_onnx  # noqa: E402
 from workers.offline.stgcn.graph import Graph  # noqa: E402
 from workers.offline.stgcn.model import STGCN  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 VECTORS = ROOT.parent / "shared" / "stgcn_vectors"
 CLIP = ROOT.parent / "shared" / "data" / "kinetics" / "skeleton_json" / "--33Lscn6sk.json"
 

@@ -31,7 +31,7 @@ from workers.offline.modelfetch.upstream import (
     sha256_of,
 )
 
-SHARED_MODELS = Path(__file__).resolve().parents[3].parent / "shared" / "models"
+SHARED_MODELS = Path(__file__).resolve().parents[4].parent / "shared" / "models"
 COCO_IMAGE = SHARED_MODELS.parent / "data" / "pose_gt" / "coco" / "000000000785.jpg"
 METADATA = ("Metadata-Version: 2.1\nName: fake-pkg\nVersion: 0.1.0\nAuthor: A. Person\nLicense: Apache-2.0\n"
             "\nlong text\n")

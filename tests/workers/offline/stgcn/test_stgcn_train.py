@@ -21,7 +21,7 @@ from workers.offline.stgcn.feeder import ArrayDataset  # noqa: E402
 from workers.offline.stgcn.train import (PLANS, TrainOptions, build_stgcn, evaluate, fit,  # noqa: E402
                                         load_trained, voted_logits)
 
-KINETICS_JSON = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "kinetics" / \
+KINETICS_JSON = Path(__file__).resolve().parents[4].parent / "shared" / "data" / "kinetics" / \
     "skeleton_json" / "--33Lscn6sk.json"
 
 

@@ -1,13 +1,13 @@
 """Figures behind the still-down posture test (not collected by pytest):
 
-    python tests/workers/action/posture_figures.py [--detections /work/cache/detections]
+    python tests/benchmarks/posture_figures.py [--detections /work/cache/detections]
         [--threshold 0.1]
 
 For every URFD frame labelled upright (-1) or lying (1) in ../shared/data/urfd/labels.csv
 where MoveNet finds a person (person threshold ``--threshold``; the best-scoring person),
 prints how often :func:`workers.action.still_down.posture` calls it lying or upright.
 ``--detections DIR`` reads the ``urfd-fall-NN.npz`` raw detections of
-``python -m workers.offline.posetrain.detections``; without it MoveNet runs here on the clips (minutes).
+``actionstream pose detections``; without it MoveNet runs here on the clips (minutes).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from workers.action.still_down import LYING, UPRIGHT, posture  # noqa: E402
