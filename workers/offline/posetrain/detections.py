@@ -89,14 +89,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--config", required=True, help="camera YAML file (finite sources)")
     p.add_argument("--out", required=True, help="folder for <camera>.npz")
     p.add_argument("--only", nargs="*", help="camera ids (default: all)")
+    p.add_argument("--pose-model", default="movenet", choices=("movenet", "movenet_int8"),
+                   help="the MoveNet to run (movenet_int8: actionstream models quantize)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from workers.pose.adapters import load_pose_model
     from shared.modelpaths import resolve_pose_model
 
     settings = load_settings()
-    model = load_pose_model("movenet", resolve_pose_model("movenet", settings), settings.providers,
-                            settings.threads)
+    path = resolve_pose_model(args.pose_model, settings)
+    model = load_pose_model(args.pose_model, path, settings.providers, settings.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for camera in load_camera_file(args.config):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.offline.modelfetch import fetchcli as cli
+from workers.offline.modelfetch import modelscli as cli
 from workers.offline.modelfetch import fetch as fetch_mod
 from workers.offline.modelfetch.convenv import ConvertEnv, pip_failure
 from workers.offline.modelfetch.licences import APACHE_2_0, license_text, notice_text, write_licences

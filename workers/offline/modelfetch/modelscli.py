@@ -1,4 +1,5 @@
-"""`actionstream models fetch [NAME...]` arguments; the work is in :mod:`workers.offline.modelfetch.fetch`."""
+"""`actionstream models fetch [NAME...]` and `actionstream models quantize` arguments; the work is
+in :mod:`workers.offline.modelfetch.fetch` and :mod:`workers.offline.modelfetch.quantize`."""
 
 from __future__ import annotations
 
@@ -57,6 +58,48 @@ def fetch_main(argv: Optional[list[str]] = None) -> int:
         print(f"{path}{same}")
     if result.fetched:
         print(f"done in {result.seconds:.0f} s", file=sys.stderr)
+    return 0
+
+
+def build_quantize_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="actionstream models quantize",
+        description="Make movenet_int8: MoveNet MultiPose with 8-bit integer convolutions (onnxruntime "
+                    "static QDQ quantization), calibrated on frames of your videos as the pose worker "
+                    "prepares them.")
+    parser.add_argument("--source", type=Path, help="the float MoveNet (default: the movenet model found "
+                        "in ACTIONSTREAM_MODELS_DIR or ../shared/models)")
+    parser.add_argument("--calibration", nargs="+", metavar="VIDEO_OR_DIR",
+                        help="videos like your cameras' (default: ../shared/data/upfall and urfd)")
+    parser.add_argument("--per-video", type=int, default=4, help="frames taken from each video (default 4)")
+    parser.add_argument("--float-first", type=int, default=None,
+                        help="backbone convolutions kept in float (default: the measured choice)")
+    parser.add_argument("--out", type=Path, help="default: <models dir>/movenet_multipose_int8.onnx")
+    return parser
+
+
+def quantize_main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``actionstream models quantize``; 0 done, 1 failed, 2 bad arguments."""
+    args = build_quantize_parser().parse_args(argv)
+    from shared.modelpaths import ModelNotFound, resolve_pose_model
+    from shared.posemodels import pose_model_info
+    from shared.settings import find_shared_dir, load_settings
+    from workers.offline.modelfetch import quantize as q
+
+    settings = load_settings()
+    try:
+        source = args.source or resolve_pose_model("movenet", settings)
+        shared = find_shared_dir(settings)
+        given = args.calibration or ([shared / "data" / "upfall", shared / "data" / "urfd"] if shared else [])
+        videos = q.calibration_videos(given)
+        out = args.out or settings.models_dir / pose_model_info("movenet_int8").filename
+        info = q.quantize(Path(source), out, videos, args.per_video,
+                          q.FLOAT_FIRST if args.float_first is None else args.float_first)
+    except (q.QuantizeError, ModelNotFound) as exc:
+        print(f"actionstream models quantize: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{out} ({info['calibration_frames']} calibration frames, {len(info['kept_in_float'])} "
+          "convolutions kept in float)")
     return 0
 
 
