@@ -6,12 +6,13 @@
         [--configs movenet:off,movenet:on,movenet_int8:off,movenet_int8:on]
 
 ``--mix``: ``busy`` cameras see someone moving all the time (the loop below); ``day`` cameras
-see a day-like loop of real footage where the subject moves a fifth of the time (UP-Fall
-"walking") and stays put the rest (the same trial's "standing", "sitting" or "laying", at
-their own pace: getting down, staying, getting up). ``--configs``: pose model and motion
-gating (``MODEL:on`` sets ACTIONSTREAM_MOTION_GATING) for each climb; ``movenet_int8`` needs
-``actionstream models quantize`` first. Each climb also reports the pose worker's resident
-memory per camera held.
+see a day-like loop of real footage where the subject moves a fifth of the time (4 s of UP-Fall
+"walking") and stays put the rest (16 s from the middle of the same trial and view's
+"standing", "sitting" or "laying", as they are: small movements, and in camera 2's view a
+second person sitting; the "share gated" column says how still the loop really is).
+``--configs``: pose model and motion gating (``MODEL:on`` sets ACTIONSTREAM_MOTION_GATING)
+for each climb; ``movenet_int8`` needs ``actionstream models quantize`` first. Each climb
+also reports the pose worker's resident memory with one camera and with those held.
 
 Real parts only: an embedded Redis (Valkey) on a free port; one producer process per camera
 (the project's :class:`Producer` in live mode: MAXLEN ~, epoch, seq) looping a UP-Fall clip
@@ -79,6 +80,7 @@ WIDTH, HEIGHT = 640, 480
 WALK_S = 4.0
 STILL = ("A07", "A08", "A11")  # standing, sitting, laying: a day's still stretches
 DAY_STILL_S = 4 * WALK_S  # a day-like loop: moving a fifth of the time
+DAY_STILL_FROM_S = 12.0  # a still activity's stretch from its middle (sitting, lying, standing)
 GROWTH_S = 0.5  # a backlog growing by this many seconds of frames per camera in a window: not held
 METRIC = re.compile(r'^(\w+)\{([^}]*)\}\s+(\S+)$')
 
@@ -114,8 +116,9 @@ def camera_jpegs(index: int, fps: float, quality: int, mix: str = "busy") -> lis
     moving = clip_jpegs(UPFALL / f"{walk}.mp4", fps, quality, WALK_S)
     if mix == "busy":
         return moving + clip_jpegs(UPFALL / f"{fall}.mp4", fps, quality)
-    still = walk.replace("A06", STILL[index % len(STILL)])
-    return moving + clip_jpegs(UPFALL / f"{still}.mp4", fps, quality, DAY_STILL_S)
+    still = walk.replace("A06", STILL[index % len(STILL)])  # the middle of the trial: settled
+    settled = clip_jpegs(UPFALL / f"{still}.mp4", fps, quality, DAY_STILL_FROM_S + DAY_STILL_S)
+    return moving + settled[int(DAY_STILL_FROM_S * fps):]
 
 
 class LoopingProducer(Producer):
