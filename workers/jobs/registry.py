@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Optional
 
@@ -11,6 +12,8 @@ import redis
 
 from shared import keys
 from workers.jobs.replay import FINAL_STATES, JobSpec, ReplayError
+
+log = logging.getLogger(__name__)
 
 CANCEL_TTL_S = 7 * 24 * 3600
 
@@ -42,9 +45,20 @@ def set_state(r: redis.Redis, job: str, state: str, clock=time.time, **extra) ->
 
 
 def jobs(r: redis.Redis) -> list[tuple[JobSpec, dict]]:
-    """Every job with its state, oldest first."""
-    specs = {k.decode(): JobSpec.from_dict(json.loads(v)) for k, v in r.hgetall(keys.JOBS_KEY).items()}
-    states = {k.decode(): json.loads(v) for k, v in r.hgetall(keys.JOB_STATES_KEY).items()}
+    """Every job with its state, oldest first; an entry that is no job spec (written by hand,
+    or by another version) is left out with a warning, not let hide the others."""
+    specs, states = {}, {}
+    for key, raw in r.hgetall(keys.JOBS_KEY).items():
+        try:
+            specs[key.decode()] = JobSpec.from_dict(json.loads(raw))
+        except (ReplayError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("job %s: its spec is not readable (%s); not listed", key.decode(errors="replace"),
+                        exc)
+    for key, raw in r.hgetall(keys.JOB_STATES_KEY).items():
+        try:
+            states[key.decode()] = json.loads(raw)
+        except ValueError:
+            states[key.decode()] = {"state": "UNKNOWN"}
     return sorted(((s, states.get(j, {"state": "UNKNOWN"})) for j, s in specs.items()),
                   key=lambda x: (x[0].created, x[0].job))
 

@@ -281,6 +281,7 @@ def test_replay_jobs_are_listed_from_the_jobs_registry_newest_first(r, redis_url
             registry.register(r, spec)
         registry.set_state(r, "j1", "DONE", events=3)
         registry.set_state(r, "j2", "RUNNING", total=200)
+        r.hset(keys.JOBS_KEY, "j0", "{not json")  # one bad entry hides no other job
         r.hset(keys.job_checkpoint_key(newer.replay_camera), mapping={"seq": 79, "published": 80})
         status, body = get_json(base + "/api/replays")
     assert status == 200
