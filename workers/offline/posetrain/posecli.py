@@ -93,10 +93,13 @@ def _model_specs(text: str, models_dir: Optional[Path]) -> dict[str, tuple[str, 
             raise SystemExit(f"pose eval: unknown model {kind!r}; known: {', '.join(MODEL_FILES)}")
         if path:
             specs[f"{kind}:{Path(path).name}"] = (kind, Path(path))
-        else:
-            if models_dir is None:
-                raise SystemExit("pose eval: no models directory (pass --models-dir)")
+        elif models_dir is not None:
             specs[kind] = (kind, models_dir / MODEL_FILES[kind])
+        else:  # where the pose worker looks: ACTIONSTREAM_MODELS_DIR, then ../shared/models
+            from shared.modelpaths import resolve_pose_model
+            from shared.settings import load_settings
+
+            specs[kind] = (kind, resolve_pose_model(kind, load_settings()))
     return specs
 
 
@@ -105,9 +108,8 @@ def _cmd_eval(args) -> int:
     from workers.pose.adapters import load_pose_model
 
     shared = _shared_dir()
-    models_dir = args.models_dir or (shared / "models" if shared else None)
     models = {}
-    for label, (kind, path) in _model_specs(args.models, models_dir).items():
+    for label, (kind, path) in _model_specs(args.models, args.models_dir).items():
         size = args.input_size if kind == "mobilenet_thin" else None
         models[label] = load_pose_model(kind, path, threads=args.threads, input_size=size)
     if args.gt_json:
