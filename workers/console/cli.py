@@ -92,7 +92,35 @@ def _tool_parser(sub, name: str, summary: str, commands: dict[str, str]) -> None
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actionstream", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
+    _stage_parsers(sub)
+    from workers.console.up_args import UP_DESCRIPTION, UP_REDIS_HELP, add_up_arguments  # light
 
+    p = sub.add_parser("up", help="run everything on one machine: Redis, producers, workers",
+                       description=UP_DESCRIPTION)
+    add_up_arguments(p)
+    _common(p, UP_REDIS_HELP)
+    p.set_defaults(func=_cmd_up)
+
+    _event_parsers(sub)
+    _archive_parser(sub)
+    _ops_parsers(sub)
+    _alerts_parsers(sub)
+    _web_parser(sub)
+
+    from workers.web.users_cli import add_users_command  # light: argparse only
+
+    add_users_command(sub, _common)
+
+    from workers.jobs.jobscli import add_job_commands  # light: argparse only
+
+    add_job_commands(sub, _common, metrics_arg)  # replay submit|status|list|cancel, jobs-worker
+    for name, (summary, commands) in TOOLS.items():
+        _tool_parser(sub, name, summary, commands)
+    return parser
+
+
+def _stage_parsers(sub) -> None:
+    """produce, pose-worker, action-worker."""
     p = sub.add_parser("produce", help="publish one camera's frames to Redis")
     _common(p)
     p.add_argument("--source", required=True, help="video file, RTSP/HTTP URL, webcam index or image folder")
@@ -121,14 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action-model", help="ST-GCN ONNX with its model card (default: the shipped fall model)")
     p.set_defaults(func=_cmd_action_worker)
 
-    from workers.console.up_args import UP_DESCRIPTION, UP_REDIS_HELP, add_up_arguments  # light
 
-    p = sub.add_parser("up", help="run everything on one machine: Redis, producers, workers",
-                       description=UP_DESCRIPTION)
-    add_up_arguments(p)
-    _common(p, UP_REDIS_HELP)
-    p.set_defaults(func=_cmd_up)
-
+def _event_parsers(sub) -> None:
+    """events, history."""
     p = sub.add_parser("events", help="print events as JSON lines (from the event history when "
                        "there is one, else from the Redis stream)")
     _common(p)
@@ -150,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     metrics_arg(p)
     p.set_defaults(func=_cmd_history)
 
-    _archive_parser(sub)
 
+def _ops_parsers(sub) -> None:
+    """status, deadletters."""
     p = sub.add_parser("status", help="workers, streams, lags and dead letters")
     _common(p)
     p.add_argument("--metrics", action="append", default=[], metavar="URL",
@@ -164,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=100)
     p.set_defaults(func=_cmd_deadletters)
 
+
+def _alerts_parsers(sub) -> None:
+    """alerts, alerts-worker."""
     p = sub.add_parser("alerts", help="forward events to signed webhooks (through Celery) and MQTT")
     _common(p)
     p.add_argument("--webhook", action="append", default=[], metavar="URL",
@@ -187,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     metrics_arg(p)
     p.set_defaults(func=_cmd_alerts_worker)
 
+
+def _web_parser(sub) -> None:
     p = sub.add_parser("web", help="serve the web page: live cameras, events with snapshots, health")
     _common(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
@@ -200,17 +229,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", metavar="FILE", help="... and this private key (ACTIONSTREAM_WEB_TLS_KEY)")
     metrics_arg(p)
     p.set_defaults(func=_cmd_web)
-
-    from workers.web.users_cli import add_users_command  # light: argparse only
-
-    add_users_command(sub, _common)
-
-    from workers.jobs.jobscli import add_job_commands  # light: argparse only
-
-    add_job_commands(sub, _common, metrics_arg)  # replay submit|status|list|cancel, jobs-worker
-    for name, (summary, commands) in TOOLS.items():
-        _tool_parser(sub, name, summary, commands)
-    return parser
 
 
 def _archive_parser(sub) -> None:
