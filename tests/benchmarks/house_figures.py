@@ -9,6 +9,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.shared.test_layers import imported_modules, our_modules  # noqa: E402
+
 # lower number = lower layer; a package importing one with a higher number is an arrow up
 RANK = {"shared": 0, "producer": 1, "workers.inference": 1, "workers.offline": 3,
         "workers.console": 4, "workers.__main__": 5}
@@ -28,26 +32,6 @@ def rank(module: str) -> int:
         return 3
     pkg = package(module)
     return RANK.get(pkg, OLD_TOP.get(pkg, 2))
-
-
-def modules(root: Path) -> dict[str, Path]:
-    out = {}
-    for top in ("shared", "producer", "workers"):
-        for path in (root / top).rglob("*.py"):
-            parts = path.relative_to(root).with_suffix("").parts
-            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    return out
-
-
-def imports(tree: ast.AST) -> set[str]:
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
-    return names
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -84,7 +68,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def main(root: Path) -> None:
-    mods = modules(root)
+    mods = our_modules(root)
     lines = defaultdict(int)
     graph = defaultdict(set)
     biggest_class, biggest_func = (0, ""), (0, "")
@@ -92,7 +76,7 @@ def main(root: Path) -> None:
         text = path.read_text()
         lines[package(name)] += len(text.splitlines())
         tree = ast.parse(text)
-        graph[name] = {m for m in imports(tree) if m in mods and m != name}
+        graph[name] = {m for m in imported_modules(text) if m in mods and m != name}
         for node in ast.walk(tree):
             size = (getattr(node, "end_lineno", 0) or 0) - getattr(node, "lineno", 0) + 1
             if isinstance(node, ast.ClassDef) and size > biggest_class[0]:

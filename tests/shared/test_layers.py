@@ -62,11 +62,12 @@ def package(module: str) -> str | None:
     return None
 
 
-def our_modules() -> dict[str, Path]:
+def our_modules(root: Path = ROOT) -> dict[str, Path]:
+    """Module name -> file, for every module of the project's packages under ``root``."""
     out = {}
     for top in ("shared", "producer", "workers"):
-        for path in (ROOT / top).rglob("*.py"):
-            parts = path.relative_to(ROOT).with_suffix("").parts
+        for path in (root / top).rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
             out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
 
