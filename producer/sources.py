@@ -149,3 +149,29 @@ def crop_and_resize(image: np.ndarray, crop: Optional[tuple[int, int, int, int]]
         height = max(1, round(image.shape[0] * width / image.shape[1]))
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(image)
+
+
+def _check_crop(cam, image) -> None:
+    x, y, w, h = cam.crop
+    height, width = image.shape[:2]
+    if x >= width or y >= height:
+        raise SourceError(f"camera {cam.id}: --crop {x},{y},{w},{h} lies outside the source's "
+                          f"{width}x{height} frame; give X < {width} and Y < {height}")
+    if x + w > width or y + h > height:
+        raise SourceError(f"camera {cam.id}: --crop {x},{y},{w},{h} runs past the edge of the source's "
+                          f"{width}x{height} frame (X+W = {x + w}, Y+H = {y + h}); give X+W <= {width} "
+                          f"and Y+H <= {height}")
+
+
+def check_source(cam) -> int:
+    """Open the camera's source (a :class:`shared.settings.Camera`; for a file, check that its
+    crop lies inside the frame); its frame count (0: unknown). SourceError saying what is wrong."""
+    source = open_source(cam.source, cam.fps)
+    try:
+        if cam.crop and source.finite:
+            first = next(iter(source.frames()), None)
+            if first is not None:
+                _check_crop(cam, first)
+        return source.frame_count
+    finally:
+        source.close()

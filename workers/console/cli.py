@@ -270,7 +270,7 @@ def _cameras(args) -> Optional[list[str]]:
 def _cmd_produce(args) -> int:
     from producer.producer import Producer
     from shared.settings import make_camera, parse_crop, parse_rules
-    from workers.console.up import check_source
+    from producer.sources import check_source
 
     settings = _settings(args)
     crop = parse_crop(args.crop) if args.crop else None

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from producer.sources import SourceError, open_source
+from producer.sources import check_source
 from shared import keys
 from shared.errors import ActionstreamError
 from shared.modelpaths import resolve_action_model, resolve_pose_model
@@ -60,32 +60,6 @@ def cameras_from_args(args) -> list[Camera]:
                                 crop=parse_crop(crop) if crop else None, fps=args.fps,
                                 width=args.width))
     return cams
-
-
-def _check_crop(cam: Camera, image) -> None:
-    x, y, w, h = cam.crop
-    height, width = image.shape[:2]
-    if x >= width or y >= height:
-        raise SourceError(f"camera {cam.id}: --crop {x},{y},{w},{h} lies outside the source's "
-                          f"{width}x{height} frame; give X < {width} and Y < {height}")
-    if x + w > width or y + h > height:
-        raise SourceError(f"camera {cam.id}: --crop {x},{y},{w},{h} runs past the edge of the source's "
-                          f"{width}x{height} frame (X+W = {x + w}, Y+H = {y + h}); give X+W <= {width} "
-                          f"and Y+H <= {height}")
-
-
-def check_source(cam: Camera) -> int:
-    """Open the camera's source (and for a file, check that its crop lies inside the frame);
-    its frame count (0: unknown). SourceError saying what is wrong."""
-    source = open_source(cam.source, cam.fps)
-    try:
-        if cam.crop and source.finite:
-            first = next(iter(source.frames()), None)
-            if first is not None:
-                _check_crop(cam, first)
-        return source.frame_count
-    finally:
-        source.close()
 
 
 def _check_inputs(cameras: list[Camera], settings: Settings, pose_only: bool) -> dict[str, int]:
