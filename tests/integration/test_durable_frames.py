@@ -82,3 +82,34 @@ def test_without_the_setting_frames_are_not_waited_on(tmp_path):
         assert _waits("unconfirmed") + _waits("confirmed") == before
     finally:
         server.cleanup()
+
+
+def test_a_replay_job_moves_on_only_once_an_item_is_on_disk(tmp_path):
+    """The replay job's own frames (durable_frames): while the server cannot confirm, the first
+    item is published once and the job waits on it; with AOF on, every item once, in order."""
+    from workers.jobs import registry
+    from workers.jobs.replay import JobSpec
+    from workers.jobs.runner import JobRunner, Stopping
+
+    server = RedisServer(data_dir=tmp_path / "redis", persist=False).start()  # AOF off
+    try:
+        r = redis.Redis.from_url(server.url)
+        spec = JobSpec(job="dj", camera="clip", source="video", target="pose", created=1.0,
+                       path=str(shared_path("data", "urfd", "fall-16-cam0.mp4")))
+        registry.register(r, spec)
+        settings = load_settings(redis_url=server.url, replay_max_lag=100000, lease_ttl_s=5,
+                                 durable_frames=True, redis_wait_aof=True, redis_wait_ms=50)
+        stream = keys.frames_stream(spec.replay_camera)
+        start = _waits("unconfirmed")
+        runner = JobRunner(r, settings, spec, stopping=lambda: _waits("unconfirmed") >= start + 5)
+        with pytest.raises(Stopping):
+            runner.run()
+        assert [codec.decode_frame(f).seq for _, f in r.xrange(stream)] == [0]  # once, and it waited
+        r.config_set("appendonly", "yes")
+        r.hset(keys.done_key(keys.ACTION_GROUP), spec.replay_camera, 55)  # the stages' part
+        summary = JobRunner(r, settings, spec).run()
+        assert summary["state"] == "DONE" and summary["published"] == 55
+        seqs = [codec.decode_frame(f).seq for _, f in r.xrange(stream)]
+        assert seqs == list(range(55)) + [55]  # every frame once, then the end of stream
+    finally:
+        server.stop()

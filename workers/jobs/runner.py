@@ -27,6 +27,7 @@ from typing import Callable, Iterator, Mapping, Optional
 import redis
 
 from producer.publisher import NOT_OURS, PUBLISHED, Publisher
+from shared.durability import Durability
 from shared import keys
 from shared.errors import ActionstreamError
 from shared.leases import Leases
@@ -75,8 +76,10 @@ class JobRunner:
         self.leases = Leases(r, keys.JOB_STAGE, worker_id, settings.lease_ttl_s)
         # fenced by the lease, the checkpoint's seq the last one published, no trimming
         self.publisher = Publisher(r, self.stream, keys.job_checkpoint_key(self.camera),
-                                   lease_key=self.leases.key(self.camera), count_field="published")
+                                   lease_key=self.leases.key(self.camera), count_field="published",
+                                   durability=Durability.for_frames(settings))
         self._renewed = self._reported = 0.0
+        self._warned_durable = -60.0
         self.skipped: list = []  # archived records that did not decode: (seq, reason)
 
     # ------------------------------------------------------------------ the job
@@ -201,13 +204,26 @@ class JobRunner:
         self._progress(progress, "publishing", force=True)
 
     def _put(self, seq, fields: Mapping) -> int:
-        """Publish one item (or ``'eos'``) with the checkpoint; 1, or 0 when it already was."""
+        """Publish one item (or ``'eos'``) with the checkpoint; 1, or 0 when it already was.
+        With ``durable_frames`` an item is confirmed durable (as the producer's frames are) and,
+        lost in a failover, published again before the next: never skipped."""
         eos = seq == "eos"  # one end of stream per job ('1'), which leaves the checkpoint's seq
-        res = self.publisher.put(fields, mark=None if eos else seq, eos="1" if eos else "",
-                                 lease=self.leases.value(self.camera))
-        if res == NOT_OURS:
-            raise LeaseLost(self.camera)
-        return 1 if res == PUBLISHED else 0
+        first = None
+        while True:
+            res = self.publisher.put(fields, mark=None if eos else seq, eos="1" if eos else "",
+                                     lease=self.leases.value(self.camera))
+            if res == NOT_OURS:
+                raise LeaseLost(self.camera)
+            first = res if first is None else first
+            why = None if eos else self.publisher.confirm(seq)
+            if why is None:
+                return 1 if first == PUBLISHED else 0
+            if time.monotonic() - self._warned_durable >= 60.0:  # at most once a minute
+                self._warned_durable = time.monotonic()
+                log.warning("job %s: item %s not confirmed durable (%s); published and confirmed again",
+                            self.spec.job, seq, why)
+            self._check()
+            self.sleep(self.publisher.durability.timeout_ms / 1000)
 
     def _end_stream(self) -> None:
         from shared import codec
