@@ -25,13 +25,15 @@ from typing import Iterable, Optional, Sequence
 import cv2
 import numpy as np
 
+from shared.errors import UserError
+
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 FLOAT_FIRST = 6  # backbone convolutions kept in float (measured: docs/models.md, "INT8")
 
 
-class QuantizeError(ValueError):
+class QuantizeError(UserError, ValueError):
     """Calibration videos missing or unreadable, or a source model that is not MoveNet."""
 
 
