@@ -5,6 +5,8 @@ Leases live in :mod:`shared.leases`, heartbeats in :mod:`shared.heartbeat`.
 
 from __future__ import annotations
 
+import json
+
 import logging
 import time
 from typing import Any, Callable, Hashable, Iterable, Optional, Protocol, TypeVar, Union
@@ -272,6 +274,17 @@ def groups_lag(r: redis.Redis, stream: str) -> dict[str, int]:
 
 def registered_cameras(r: redis.Redis) -> list[str]:
     return sorted(k.decode() for k in r.hkeys(keys.CAMERAS_KEY))
+
+
+def registration(r: redis.Redis, camera: str) -> dict:
+    """A camera's registration (``keys.CAMERAS_KEY``: source, mode, ``rules``, ``motion``...);
+    ``{}`` when it has none, or one that is not a JSON object."""
+    raw = r.hget(keys.CAMERAS_KEY, camera)
+    try:
+        desc = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return desc if isinstance(desc, dict) else {}
 
 
 def text(value: Any) -> str:

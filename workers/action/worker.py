@@ -13,7 +13,6 @@ event ids.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Optional
@@ -23,7 +22,7 @@ import numpy as np
 from shared import codec, keys, metrics
 from shared.codec import DecodeError
 from shared.durability import Durability, DurabilityError
-from shared.redisio import processed_tail
+from shared.redisio import processed_tail, registration
 from shared.schemas import EndOfStream, Event, Skeletons
 from shared.settings import Settings
 from shared.worker import Entry, Outcome, Output, StageWorker
@@ -108,13 +107,12 @@ class ActionWorker(StageWorker):
     def _camera_rules(self, camera: str) -> None:
         """A camera's own rule (``rules`` in its registration: a replay's overrides, a camera
         file's ``rules:``), if any."""
-        raw = self.r.hget(keys.CAMERAS_KEY, camera)
+        given = registration(self.r, camera).get("rules") or {}
         try:
-            given = (json.loads(raw) if raw else {}).get("rules") or {}
             self.rules.override(camera, given.get("threshold"), given.get("consecutive"),
                                 given.get("confirm_falls"))
         except (ValueError, TypeError, AttributeError) as exc:
-            log.warning("camera %s: rule overrides %r ignored (%s)", camera, raw, exc)
+            log.warning("camera %s: rule overrides %r ignored (%s)", camera, given, exc)
             self.rules.clear_override(camera)
             return
         if given:

@@ -72,15 +72,15 @@ class MotionGate:
     last_run_ts: Optional[float] = None
     _mask: Optional[np.ndarray] = None  # True where motion counts
 
-    def observe(self, grey: Optional[np.ndarray], ts: float) -> bool:
-        """True: run the model (motion, a keyframe is due, the first frame, or a size change);
-        False: reuse the last skeletons."""
+    def observe(self, grey: Optional[np.ndarray], ts: float, force: bool = False) -> bool:
+        """True: run the model (motion, a keyframe is due, the first frame, a size change, or
+        ``force``: nothing to reuse yet); False: reuse the last skeletons."""
         if grey is None:
             return True  # the full decode will fail and dead-letter it; never hide a frame
         moved = self.moved(grey)
         last = self.last_run_ts
         due = last is None or ts - last >= self.config.keyframe_s or ts < last  # ts back: a new run
-        if moved or due:
+        if moved or due or force:
             self.last_run_ts = ts
             return True
         return False

@@ -28,7 +28,7 @@ from typing import Iterator, Optional
 
 from shared import codec, keys, metrics
 from shared.codec import DecodeError
-from shared.redisio import lagging, text
+from shared.redisio import lagging, registration, text
 from shared.schemas import EndOfStream, Frame, Skeletons
 from shared.settings import Settings
 from shared.worker import Entry, Outcome, Output, StageWorker
@@ -96,12 +96,8 @@ class PoseWorker(StageWorker):
         """Gate ``camera``'s frames by motion when the settings or its registration (a camera
         file's ``motion:``) say so; a bad registration leaves the settings' choice."""
         s = self.settings
-        given: dict = {}
-        raw = self.r.hget(keys.CAMERAS_KEY, camera)
-        try:
-            given = dict((json.loads(raw) if raw else {}).get("motion") or {})
-        except (ValueError, TypeError) as exc:
-            log.warning("camera %s: motion settings %r ignored (%s)", camera, raw, exc)
+        given = registration(self.r, camera).get("motion") or {}
+        given = dict(given) if isinstance(given, dict) else {}
         enabled = given.pop("enabled", None)
         if not (s.motion_gating if enabled is None else enabled):
             self.gates.pop(camera, None)
@@ -179,14 +175,7 @@ class PoseWorker(StageWorker):
         gate = self.gates.get(frame.camera)
         if gate is None:
             return True
-        run = gate.observe(small_grey(frame.jpeg), frame.ts)
-        if not run and frame.camera not in self.last_people:
-            gate.last_run_ts = frame.ts
-            return True
-        if not run:
-            self.metrics["frames_gated"] += 1
-            metrics.POSE_FRAMES_GATED.labels(frame.camera).inc()
-        return run
+        return gate.observe(small_grey(frame.jpeg), frame.ts, force=frame.camera not in self.last_people)
 
     def _stale(self, frame: Frame) -> bool:
         """Live: the frame waited in its stream longer than ``max_lag_s``, measured on the
@@ -248,6 +237,7 @@ class PoseWorker(StageWorker):
                     tracked = self.last_people[msg.camera] = tuple(self._track(msg.camera, next(results)))
                 else:  # nothing moved: the camera's last people, unchanged
                     tracked = self.last_people[msg.camera]
+                    metrics.POSE_FRAMES_GATED.labels(msg.camera).inc()
                     n_gated += 1
                 skel = Skeletons(msg.camera, msg.seq, msg.ts, msg.width, msg.height,
                                  tuple(tracked), self.model_name, run=msg.run)
@@ -274,6 +264,7 @@ class PoseWorker(StageWorker):
     def _count_batch(self, n_frames: int, cams: set[str], n_gated: int = 0) -> None:
         m = self.metrics
         m["frames"] += n_frames + n_gated
+        m["frames_gated"] += n_gated
         m["max_frames_per_batch"] = max(m["max_frames_per_batch"], n_frames)
         m["max_cameras_per_batch"] = max(m["max_cameras_per_batch"], len(cams))
         if len(cams) > 1:

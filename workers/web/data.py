@@ -9,7 +9,6 @@ on the Redis server's clock from entry ids, as everywhere else.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,7 +21,7 @@ import numpy as np
 from shared import codec, keys
 from shared.codec import DecodeError
 from shared.ops import status
-from shared.redisio import registered_cameras, text
+from shared.redisio import registered_cameras, registration, text
 from shared.schemas import EndOfStream, Event, Frame, Skeletons
 from shared.settings import Settings
 from workers.web import view
@@ -127,12 +126,7 @@ class PageData:
     # ---------------------------------------------------------------- cameras
 
     def _describe(self, camera: str) -> dict:
-        raw = self.r.hget(keys.CAMERAS_KEY, camera)
-        try:
-            desc = json.loads(raw) if raw else {}
-        except ValueError:
-            desc = {}
-        return desc if isinstance(desc, dict) else {}
+        return registration(self.r, camera)
 
     def _posed(self, camera: str) -> Optional[tuple[str, Skeletons, bytes]]:
         """(entry id, skeletons, JPEG) of the newest recent frame, or None."""
