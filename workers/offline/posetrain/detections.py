@@ -30,27 +30,36 @@ from workers.pose.movenet import (DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_PERSON_THR
 log = logging.getLogger(__name__)
 
 
+def producer_jpegs(camera: Camera, jpeg_quality: int = 90, max_frames: Optional[int] = None):
+    """``(seq, the source's fps, JPEG buffer)`` of every frame of ``camera``'s (finite) source,
+    through the producer's crop, resize and JPEG encoding (what the pose worker receives)."""
+    source = open_source(camera.source, camera.fps)
+    try:
+        for seq, image in enumerate(source.frames()):
+            if max_frames is not None and seq >= max_frames:
+                break
+            image = crop_and_resize(image, camera.crop, camera.width)
+            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            yield seq, source.fps, buf
+    finally:
+        source.close()
+
+
 def detect_camera(camera: Camera, model: MoveNetModel, jpeg_quality: int = 90,
                   max_frames: Optional[int] = None) -> dict:
     """Every frame of ``camera``'s (finite) source through the producer's crop, resize and JPEG
     round trip, then MoveNet: the raw rows and their placement."""
-    source = open_source(camera.source, camera.fps)
-    rows, ts, box, size = [], [], None, None
-    for seq, image in enumerate(source.frames()):
-        if max_frames is not None and seq >= max_frames:
-            break
-        image = crop_and_resize(image, camera.crop, camera.width)
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    rows, ts, box, size, fps = [], [], None, None, None
+    for seq, fps, buf in producer_jpegs(camera, jpeg_quality, max_frames):
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         out, box = model.run(image)
         rows.append(out.astype(np.float32))
-        ts.append(seq / source.fps)
+        ts.append(seq / fps)
         size = (image.shape[1], image.shape[0])
-    source.close()
     if box is None:
         raise ValueError(f"camera {camera.id}: source {camera.source} gave no frames")
     return {"rows": np.stack(rows), "ts": np.asarray(ts, np.float64), "width": size[0],
-            "height": size[1], "fps": source.fps, "scale": box.scale,
+            "height": size[1], "fps": fps, "scale": box.scale,
             "resized": np.asarray(box.resized), "tensor": np.asarray(box.tensor)}
 
 
@@ -60,14 +69,9 @@ def motion_runs(camera: Camera, config, jpeg_quality: int = 90) -> list[bool]:
     would run the model on it."""
     from workers.pose.motion import MotionGate, small_grey
 
-    source = open_source(camera.source, camera.fps)
-    gate, runs = MotionGate(config), []
-    for seq, image in enumerate(source.frames()):
-        image = crop_and_resize(image, camera.crop, camera.width)
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-        runs.append(gate.observe(small_grey(buf.tobytes()), seq / source.fps))
-    source.close()
-    return runs
+    gate = MotionGate(config)
+    return [gate.observe(small_grey(buf.tobytes()), seq / fps)
+            for seq, fps, buf in producer_jpegs(camera, jpeg_quality)]
 
 
 def load_people(path: str | Path, person_threshold: float = DEFAULT_PERSON_THRESHOLD,
