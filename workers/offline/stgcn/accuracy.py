@@ -9,8 +9,12 @@ by the hours of negative (daily-activity) video, all negative clips played back 
 
 ``fallen`` is simulated too (:func:`clip_fallen`): the still-down watch of the action worker
 armed by each ``falling`` event and fed every frame's postures; a ``fallen`` on a negative
-clip is a false one (``false_fallen``, per hour likewise). The rule may be gated by
-:mod:`workers.action.confirm` (``confirm``: a function of the window), as the worker gates it.
+clip is a false one (``false_fallen``, per hour likewise). Most negative clips are shorter
+than ``fallen_after_s``: a watch still running when one ends (the person not seen getting
+up) might have become a false ``fallen`` had the clip gone on, so they are counted too
+(``open_watches``) and ``false_fallen_bound_per_hour`` counts them as false alerts. The rule
+may be gated by :mod:`workers.action.confirm` (``confirm``: a function of the window), as the
+worker gates it.
 
 Sources: the video datasets (``urfd``, ``ntu``, ``upfall``, ``other``) are what users see;
 the skeleton-only ones (``smartfall``, ``nwucla``, ``penn``,
@@ -43,12 +47,13 @@ def clip_events(rows: list, classes: Sequence[str], threshold: float, consecutiv
     return events
 
 
-def clip_fallen(clip, events: list, fallen_after_s: float = 10.0) -> list:
-    """The ``fallen`` decisions of the still-down watch on one clip, armed by ``events``."""
+def clip_fallen(clip, events: list, fallen_after_s: float = 10.0) -> tuple[list, int]:
+    """The ``fallen`` decisions of the still-down watch on one clip, armed by ``events``, and
+    the number of watches still running at the clip's end."""
     from workers.action.still_down import StillDown, posture
 
     if not events:
-        return []
+        return [], 0
     watch, out = StillDown(fallen_after_s), []
     arms = sorted(events, key=lambda e: e.frame_end)
     for skel in clip.frames:
@@ -57,15 +62,15 @@ def clip_fallen(clip, events: list, fallen_after_s: float = 10.0) -> list:
             watch.arm(clip.name, e.track_id, e.frame_end, e.ts_end)
         out.extend(watch.observe(clip.name, skel.seq, skel.ts,
                                  {p.track_id: posture(p) for p in skel.people}))
-    return out
+    return out, len(watch.watching(clip.name))
 
 
-def clip_outcome(clip, events: list, fallen: Sequence = ()) -> dict:
+def clip_outcome(clip, events: list, fallen: Sequence = (), open_watches: int = 0) -> dict:
     """One clip's figures (see the module doc)."""
     out = {"dataset": clip.dataset, "kind": clip.kind,
            "seconds": round(len(clip.frames) / clip.fps, 2)}
     if clip.kind != "fall":
-        return {**out, "false": len(events), "false_fallen": len(fallen)}
+        return {**out, "false": len(events), "false_fallen": len(fallen), "open_watches": open_watches}
     if clip.fall is None:
         return {**out, "detected": bool(events), "false": 0}
     fs, fe = clip.fall
@@ -83,6 +88,7 @@ def _figures(rows: list[dict]) -> dict:
     hours = sum(o["seconds"] for o in neg) / 3600.0
     false = int(sum(o["false"] for o in neg))
     fallen = int(sum(o.get("false_fallen", 0) for o in neg))
+    still = int(sum(o.get("open_watches", 0) for o in neg))
     return {"recall": round(sum(o["detected"] for o in falls) / len(falls), 3) if falls else None,
             "falls": len(falls), "detected": int(sum(o["detected"] for o in falls)),
             "latency_median_s": round(float(np.median(lat)), 2) if lat else None,
@@ -90,6 +96,8 @@ def _figures(rows: list[dict]) -> dict:
             "negative_clips": len(neg), "negative_hours": round(hours, 4), "false_alerts": false,
             "false_per_hour": round(false / hours, 2) if hours else None,
             "false_fallen": fallen, "false_fallen_per_hour": round(fallen / hours, 3) if hours else None,
+            "open_watches": still,
+            "false_fallen_bound_per_hour": round((fallen + still) / hours, 3) if hours else None,
             "false_before_fall": int(sum(o["false"] for o in falls))}
 
 
@@ -111,7 +119,7 @@ def outcomes(clips: Sequence, scored: dict[str, list], classes: Sequence[str], t
     out = {}
     for c in clips:
         events = clip_events(scored[c.name], classes, threshold, consecutive, cooldown_s, confirm)
-        out[c.name] = clip_outcome(c, events, clip_fallen(c, events) if fallen else ())
+        out[c.name] = clip_outcome(c, events, *(clip_fallen(c, events) if fallen else ((), 0)))
     return out
 
 
@@ -143,7 +151,7 @@ def find_rule(rows: list[dict], rule: dict) -> Optional[dict]:
 def table(rows: dict[str, dict]) -> str:
     """A markdown table of :func:`summarise` results keyed by a name (e.g. datasets)."""
     out = ["| | recall | latency median / max (s) | false `falling` / h (n in h) | false `fallen` / h (n) "
-           "| before the fall |", "|---|---|---|---|---|---|"]
+           "| watches open at a clip's end (bound / h) | before the fall |", "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         rec = f"{r['detected']}/{r['falls']} = {r['recall']}" if r["falls"] else "-"
         lat = f"{r['latency_median_s']} / {r['latency_max_s']}" if r["latency_median_s"] is not None else "-"
@@ -151,5 +159,7 @@ def table(rows: dict[str, dict]) -> str:
                if r["negative_clips"] else "-")
         ffh = (f"{r.get('false_fallen_per_hour')} ({r.get('false_fallen', 0)})" if r["negative_clips"]
                else "-")
-        out.append(f"| {name} | {rec} | {lat} | {fph} | {ffh} | {r['false_before_fall']} |")
+        still = (f"{r.get('open_watches', 0)} ({r.get('false_fallen_bound_per_hour')})"
+                 if r["negative_clips"] else "-")
+        out.append(f"| {name} | {rec} | {lat} | {fph} | {ffh} | {still} | {r['false_before_fall']} |")
     return "\n".join(out)

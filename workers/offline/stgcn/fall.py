@@ -223,6 +223,7 @@ class FallConfig:
     vote_last: int = 0
     train_stride: int = 8  # windows per clip for training: one every train_stride frames
     stride: int = 15  # the action worker's (settings.stride)
+    score_stride: Optional[int] = None  # CV scores windows this often (None: stride); see at_stride
     min_frames: int = 32  # the action worker's (settings.min_frames)
     channels: Optional[list] = None  # block plan, see train.build_stgcn
     epochs: int = 5
@@ -350,13 +351,15 @@ def _run_fold(f: int) -> dict[str, list]:
     train = [c for c in clips if folds[c.name] != f]
     log.info("fold %d: %d training clips, %d test clips", f + 1, len(train), len(test))
     model, _ = train_fall(train, replace(cfg, progress=False))
-    return {name: [p for _, p in rows] for name, rows in score_clips(model, test, cfg).items()}
+    scoring = replace(cfg, stride=cfg.score_stride or cfg.stride)
+    return {name: [p for _, p in rows] for name, rows in score_clips(model, test, scoring).items()}
 
 
 def cross_validate(clips: Sequence[Clip], cfg: FallConfig, k: int = 5, jobs: int = 1) -> tuple[dict, list]:
     """Leave-groups-out CV over ``k`` folds (:func:`assign_folds`): per fold a model trained on
     the other folds scores the fold's clips (``jobs`` folds at once, each in a process of its
-    own with one torch thread: the same result). Returns (scored windows per clip, sweep rows)."""
+    own with one torch thread: the same result) every ``cfg.score_stride`` steps. Returns
+    (scored windows per clip at that stride, sweep rows at ``cfg.stride``)."""
     from multiprocessing import get_context
 
     folds = assign_folds(clips, k)
@@ -374,10 +377,32 @@ def cross_validate(clips: Sequence[Clip], cfg: FallConfig, k: int = 5, jobs: int
     for part in parts:
         for clip in clips:
             if clip.name in part:
-                refs = clip_windows(clip, cfg.window, cfg.stride, cfg.min_frames,
+                refs = clip_windows(clip, cfg.window, cfg.score_stride or cfg.stride, cfg.min_frames,
                                     num_person=cfg.num_person, fps=cfg.fps)
                 scored[clip.name] = list(zip(refs, part[clip.name]))
-    return scored, sweep(clips, scored, cfg)
+    return scored, sweep(clips, at_stride(scored, cfg.score_stride or cfg.stride, cfg.stride), cfg)
+
+
+def at_stride(scored: dict[str, list], scored_stride: int, stride: int) -> dict[str, list]:
+    """Windows scored every ``scored_stride`` steps as the worker would classify them every
+    ``stride`` steps (a multiple): per track its first window, every ``stride // scored_stride``-th
+    after it, and its last (the one a flush classifies)."""
+    if stride == scored_stride:
+        return scored
+    if stride % scored_stride:
+        raise ValueError(f"stride {stride} is not a multiple of the scored stride {scored_stride}")
+    k = stride // scored_stride
+    out = {}
+    for name, rows in scored.items():
+        by_track: dict[int, list[int]] = {}
+        for i, (ref, _) in enumerate(rows):
+            by_track.setdefault(ref.track_id, []).append(i)
+        keep = set()
+        for idx in by_track.values():
+            keep.update(idx[::k])
+            keep.add(idx[-1])
+        out[name] = [rows[i] for i in sorted(keep)]
+    return out
 
 
 def cross_dataset(clips: Sequence[Clip], cfg: FallConfig, test: str) -> tuple[dict, list]:

@@ -96,6 +96,10 @@ def fall_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-stride", type=int, default=d.train_stride)
     p.add_argument("--max-per-clip", type=int, default=d.max_per_clip)
     p.add_argument("--stride", type=int, default=d.stride, help="the action worker's stride")
+    p.add_argument("--score-stride", type=int,
+                   help="cross-validation scores windows this often and --cv-scores keeps them (fall-eval: "
+                        "the stride its --scores were kept at); a divisor of --stride, so that other "
+                        "strides can be tried without training again")
     p.add_argument("--min-frames", type=int, default=d.min_frames)
     p.add_argument("--cooldown", type=float, default=d.cooldown_s)
     p.add_argument("--device", default="auto")
@@ -111,9 +115,12 @@ def fall_config(args):
 
     if args.window % 4 or args.window < args.min_frames:
         raise UsageError(f"--window must be a multiple of 4 and >= --min-frames ({args.min_frames})")
+    if getattr(args, "score_stride", None) and (args.score_stride < 1 or args.stride % args.score_stride):
+        raise UsageError(f"--score-stride ({args.score_stride}) must divide --stride ({args.stride})")
     return fall.FallConfig(classes=fall.CLASSES_2 if args.classes == 2 else fall.CLASSES_3,
                            window=args.window, vote_last=args.vote_last,
                            train_stride=args.train_stride, stride=args.stride,
+                           score_stride=getattr(args, "score_stride", None),
                            min_frames=args.min_frames, channels=PLANS[args.plan],
                            num_person=args.num_person,
                            epochs=args.epochs, mine_epochs=args.mine_epochs, lr=args.lr,
@@ -196,6 +203,7 @@ def run_fall(args) -> int:
         if args.cv_scores:  # to try other rules and confirmations without training again
             with open(args.cv_scores, "wb") as fh:
                 pickle.dump({name: [p for _, p in rows] for name, rows in scored.items()}, fh)
+        scored = fall.at_stride(scored, cfg.score_stride or cfg.stride, cfg.stride)
         outs = fall.outcomes(clips, scored, cfg, **rule)
         plain = metrics.outcomes(clips, scored, cfg.classes, cooldown_s=cfg.cooldown_s, **rule)
         report.update(sweep=rows, fewest_false_alerts=metrics.recommend(rows),

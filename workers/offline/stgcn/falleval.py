@@ -97,6 +97,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the .onnx (card beside it)")
     p.add_argument("--features", help="write the confirmation's features of every alert (JSON)")
     p.add_argument("--scores", metavar="FILE", help="keep the window scores in FILE (pickle) and reuse them")
+    p.add_argument("--rule", nargs=2, type=float, metavar=("THRESHOLD", "CONSECUTIVE"),
+                   help="try this rule instead of the action worker's default")
     p.add_argument("--only", nargs="+", metavar="CLIP", help="evaluate these clips (camera ids) only")
     p.add_argument("--datasets", nargs="+", help="evaluate these datasets only (e.g. smartfall penn)")
     p.add_argument("--motion-gating", metavar="CAMERAS_YAML",
@@ -131,6 +133,7 @@ def gating_runs(args) -> dict[str, list[bool]]:
 def run_eval(args) -> int:
     from workers.action.classifier import ActionClassifier
     from workers.offline.stgcn import accuracy as metrics
+    from workers.offline.stgcn.fall import at_stride
     from workers.offline.stgcn.fallcli import default_rule, fall_config, load
 
     clf = ActionClassifier(args.model, providers=["CPUExecutionProvider"], threads=1)
@@ -146,8 +149,10 @@ def run_eval(args) -> int:
     clips = load(args)
     clips = [c for c in clips if (not args.only or c.name in args.only) and c.name not in args.hold_out
              and (not args.datasets or c.dataset in args.datasets)]
-    scored = cached_scores(args.scores, clips, cfg, lambda todo: score_onnx(clf, todo, cfg))
-    rule = default_rule()
+    scoring = replace(cfg, stride=cfg.score_stride or cfg.stride)  # --scores kept at --score-stride
+    scored = cached_scores(args.scores, clips, scoring, lambda todo: score_onnx(clf, todo, scoring))
+    scored = at_stride(scored, scoring.stride, cfg.stride)
+    rule = default_rule() if not args.rule else {"threshold": args.rule[0], "consecutive": int(args.rule[1])}
     report = {"model": args.model, "rule": rule}
     for name, confirm in (("with confirmation", cfg.confirm()), ("without confirmation", None)):
         outs = metrics.outcomes(clips, scored, cfg.classes, rule["threshold"], rule["consecutive"],

@@ -57,6 +57,27 @@ def test_upfall_fall_range_is_derived_where_the_body_goes_down(upfall_cache):
     assert derive_fall(frames[:45], fps) is None  # still standing: no fall
 
 
+@pytest.mark.parametrize("stride,error", [(15, None), (10, None), (5, None), (7, "not a multiple")])
+def test_windows_scored_every_5_steps_give_the_worker_windows_of_a_longer_stride(upfall_cache, stride,
+                                                                                error):
+    """Cross-validation scores every 5 steps so that other strides can be tried without
+    training again: the subsample is the window list the worker classifies at that stride."""
+    from workers.offline.stgcn.fall import at_stride, clip_windows
+    from workers.offline.stgcn.fallsources import load_detection_clips
+    from workers.offline.stgcn.upfall import read_upfall_labels
+
+    labels = read_upfall_labels(shared_path("data", "upfall", "labels.csv"))
+    (clip,) = load_detection_clips(upfall_cache.parent, {}, labels)
+    fine = {clip.name: [(ref, i) for i, ref in enumerate(clip_windows(clip, 48, 5, 32, fps=30.0))]}
+    if error:
+        with pytest.raises(ValueError, match=error):
+            at_stride(fine, 5, stride)
+        return
+    got = [(ref.track_id, ref.frame_end) for ref, _ in at_stride(fine, 5, stride)[clip.name]]
+    want = [(ref.track_id, ref.frame_end) for ref in clip_windows(clip, 48, stride, 32, fps=30.0)]
+    assert got == want and len(want) > 3
+
+
 @pytest.mark.parametrize("name,dataset,kind,group", [
     ("upfall-A11-S01-T2-C1", "upfall", "negative", "upfall-A11-S01-T2"),
     ("ntu-S001C001P003R001A001", "ntu", "negative", "ntu-P003"),
@@ -139,8 +160,44 @@ def test_window_dataset_normalises_as_the_classifier_does():
 
 # -- metrics -------------------------------------------------------------------------------
 class _Event:
-    def __init__(self, frame_end):
-        self.frame_end = frame_end
+    def __init__(self, frame_end, track_id=1, ts_end=None):
+        self.frame_end, self.track_id = frame_end, track_id
+        self.ts_end = frame_end / 30.0 if ts_end is None else ts_end
+
+
+def _posed_frames(postures: str, fps: float = 30.0) -> list:
+    """One tracked person per frame, ``postures`` a character per frame: l lying, u upright."""
+    from shared.schemas import Skeletons
+    from shared.skeleton import Person
+
+    def person(kind: str) -> Person:
+        kp = np.zeros((18, 3), np.float32)
+        # shoulders (2, 5) above or beside the hips (8, 11); head (0) and ankles (10, 13)
+        pts = ({0: (100, 20), 2: (90, 50), 5: (110, 50), 8: (92, 110), 11: (108, 110),
+                10: (92, 190), 13: (108, 190)} if kind == "u" else
+               {0: (20, 100), 2: (50, 90), 5: (50, 110), 8: (110, 92), 11: (110, 108),
+                10: (190, 92), 13: (190, 108)})
+        for j, (x, y) in pts.items():
+            kp[j] = (x, y, 0.9)
+        return Person(kp, np.array([0, 0, 200, 200], np.float32), 0.9, track_id=1)
+
+    return [Skeletons(camera="c", seq=i, ts=i / fps, width=320, height=240, people=(person(k),),
+                      model="movenet") for i, k in enumerate(postures)]
+
+
+@pytest.mark.parametrize("postures,fallen,still_open", [
+    ("u" * 30 + "l" * 400, 1, 0),   # down for 13 s after the alert: fallen
+    ("u" * 30 + "l" * 100, 0, 1),   # the clip ends 3 s after it, the person still down
+    ("u" * 30 + "l" * 30 + "u" * 70, 0, 0),  # up again within the clip
+])
+def test_fallen_simulation_counts_watches_a_short_clip_leaves_open(postures, fallen, still_open):
+    neg = Clip("upfall-A11-S01-T1-C1", _posed_frames(postures), 30.0, None, "negative", dataset="upfall")
+    down, left = MX.clip_fallen(neg, [_Event(30)])
+    assert (len(down), left) == (fallen, still_open)
+    s = MX.summarise({"n": MX.clip_outcome(neg, [_Event(30)], down, left)})
+    hours = round(len(postures) / 30.0, 2) / 3600  # as clip_outcome counts seconds
+    assert s["open_watches"] == still_open
+    assert s["false_fallen_bound_per_hour"] == round((fallen + still_open) / hours, 3)
 
 
 def test_metrics_count_recall_latency_and_false_alerts_per_hour():
@@ -153,3 +210,30 @@ def test_metrics_count_recall_latency_and_false_alerts_per_hour():
     s = MX.summarise(out)
     assert (s["recall"], s["false_alerts"], s["false_per_hour"], s["false_before_fall"]) == (1.0, 1, 2.0, 1)
     assert s["by_dataset"]["upfall"]["false_per_hour"] == 2.0 and s["by_dataset"]["urfd"]["falls"] == 1
+
+
+@pytest.mark.parametrize("argv,error", [
+    ([], None),
+    (["--rule", "0.5", "2"], None),
+    (["--score-stride", "4"], "must divide --stride"),
+])
+def test_fall_eval_reads_scores_kept_every_5_steps_as_the_worker_stride_scores_them(
+        upfall_cache, tmp_path, argv, error):
+    """fall-eval with --scores kept at --score-stride 5 reports what scoring at the worker's
+    stride reports (the shipped model on a real UP-Fall fall)."""
+    import json
+
+    from workers.offline.stgcn.falleval import eval_main
+
+    base = ["--model", "workers/action/models/fall.onnx", "--detections", str(upfall_cache.parent),
+            "--upfall-labels", str(shared_path("data", "upfall", "labels.csv")), "--no-progress"]
+    if error:
+        assert eval_main(base + argv) == 2
+        return
+    direct, kept = tmp_path / "direct.json", tmp_path / "kept.json"
+    assert eval_main(base + argv + ["--report", str(direct)]) == 0
+    pickle = str(tmp_path / "scores.pkl")
+    assert eval_main(base + argv + ["--scores", pickle, "--score-stride", "5", "--report", str(kept)]) == 0
+    assert eval_main(base + argv + ["--scores", pickle, "--score-stride", "5", "--report", str(kept)]) == 0
+    a, b = (json.loads(p.read_text())["with confirmation"] for p in (direct, kept))
+    assert a["falls"] == 1 and a == b
