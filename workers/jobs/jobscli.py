@@ -275,6 +275,7 @@ def cmd_jobs_worker(args) -> int:
     """A Celery worker (threads) for replay jobs, as ``celery -A workers.jobs.celery_app worker -Q
     actionstream-jobs``."""
     import os
+    import signal
     import socket
 
     from shared import metrics
@@ -289,6 +290,9 @@ def cmd_jobs_worker(args) -> int:
     argv = ["worker", "-Q", QUEUE, "--pool", "threads", "--concurrency", str(args.concurrency),
             "--hostname", f"{name}@{socket.gethostname()}", "--without-gossip",
             "--without-mingle", "--loglevel", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
+    # until Celery installs its own handler, a SIGTERM still runs the finally below (Python's
+    # default would end the process at once and leave the heartbeat listed for a TTL)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     # a heartbeat, as every worker's: `actionstream status` lists it
     beater = Beater(_redis(settings), name, "jobs", {"concurrency": args.concurrency, "metrics_url": url},
                     settings.lease_ttl_s).start()
@@ -301,3 +305,7 @@ def cmd_jobs_worker(args) -> int:
         keeper.stop()
         beater.stop()
     return 0
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)

@@ -17,8 +17,8 @@ from its per-frame labels (the frames labelled 0), NTU A043 from the track's des
 (:func:`estimate_fall`), UP-Fall derived from the skeletons
 (:func:`workers.offline.stgcn.upfall.derive_fall`); every other clip is a negative.
 
-Window labels (:func:`window_label`): ``falling`` when the window holds at least half of
-the fall with the track present in it; ``lying`` when it starts after the fall ended;
+Window labels (:func:`window_label`): ``falling`` when the window holds at least half
+(``fall_share``) of the fall with the track present in it; ``lying`` when it starts after the fall ended;
 ``upright`` when it ends before the fall began; else ambiguous (not trained on).
 With ``classes = ("not-falling", "falling")`` upright and lying merge (the shipped model).
 """
@@ -144,8 +144,9 @@ def window_size(ref: WindowRef, clip: Clip) -> tuple[int, int]:
     return (int(w), int(h)) if w and h else tuple(clip.size)
 
 
-def window_label(ref: WindowRef, fall: Optional[tuple[int, int]]) -> int:
-    """UPRIGHT / FALLING / LYING / IGNORE for one window (see the module doc)."""
+def window_label(ref: WindowRef, fall: Optional[tuple[int, int]], share: float = 0.5) -> int:
+    """UPRIGHT / FALLING / LYING / IGNORE for one window (see the module doc): FALLING when it
+    holds at least ``share`` of the fall's frames (and the track is seen in them)."""
     if fall is None:
         return UPRIGHT
     fs, fe = fall
@@ -157,7 +158,7 @@ def window_label(ref: WindowRef, fall: Optional[tuple[int, int]]) -> int:
     span = max(ref.frame_end - ref.frame_start, 1)  # seqs -> steps (windows may be resampled)
     a, b = (round((x - ref.frame_start) * (ref.frames - 1) / span) for x in (lo, hi))
     steps = ref.data[2, a: b + 1, :, 0].sum(axis=1) > 0
-    if hi - lo + 1 >= 0.5 * (fe - fs + 1) and steps.any():
+    if hi - lo + 1 >= share * (fe - fs + 1) and steps.any():
         return FALLING
     return IGNORE
 
@@ -176,7 +177,8 @@ def training_set(clips: Sequence[Clip], cfg: "FallConfig") -> tuple[np.ndarray, 
     rng = np.random.default_rng(cfg.seed)
     picked: list[tuple[WindowRef, int, tuple[int, int]]] = []
     for clip in clips:
-        rows = [(ref, to_class(window_label(ref, clip.fall), cfg.classes), window_size(ref, clip))
+        rows = [(ref, to_class(window_label(ref, clip.fall, cfg.fall_share), cfg.classes),
+                 window_size(ref, clip))
                 for ref in clip_windows(clip, cfg.window, cfg.train_stride, cfg.min_frames,
                                         num_person=cfg.num_person, fps=cfg.fps)]
         rows = [r for r in rows if r[1] != IGNORE]
@@ -222,6 +224,7 @@ class FallConfig:
     window: int = 48  # the card's window (T kept per track); 48 beat 32 and 64 in CV
     vote_last: int = 0
     train_stride: int = 8  # windows per clip for training: one every train_stride frames
+    fall_share: float = 0.5  # a window holding this share of the fall is labelled falling
     stride: int = 15  # the action worker's (settings.stride)
     score_stride: Optional[int] = None  # CV scores windows this often (None: stride); see at_stride
     min_frames: int = 32  # the action worker's (settings.min_frames)
@@ -288,7 +291,7 @@ def hard_negatives(model, clips: Sequence[Clip], cfg: FallConfig) -> Optional[tu
     scored = score_clips(model, clips, cfg)
     k = list(cfg.classes).index("falling")
     rows = [(ref, y, window_size(ref, clip)) for clip in clips for ref, probs in scored[clip.name]
-            for y in [to_class(window_label(ref, clip.fall), cfg.classes)]
+            for y in [to_class(window_label(ref, clip.fall, cfg.fall_share), cfg.classes)]
             if y not in (IGNORE, FALLING) and probs[k] >= cfg.mine_threshold]
     log.info("hard negatives: %d windows scoring >= %.2f for falling", len(rows), cfg.mine_threshold)
     if not rows:

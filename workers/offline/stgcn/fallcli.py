@@ -96,6 +96,9 @@ def fall_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-stride", type=int, default=d.train_stride)
     p.add_argument("--max-per-clip", type=int, default=d.max_per_clip)
     p.add_argument("--stride", type=int, default=d.stride, help="the action worker's stride")
+    p.add_argument("--fall-share", type=float, default=d.fall_share,
+                   help="a training window holding this share of the fall's frames is falling (less: "
+                        "left out of training; none: lying)")
     p.add_argument("--score-stride", type=int,
                    help="cross-validation scores windows this often and --cv-scores keeps them (fall-eval: "
                         "the stride its --scores were kept at); a divisor of --stride, so that other "
@@ -121,6 +124,7 @@ def fall_config(args):
                            window=args.window, vote_last=args.vote_last,
                            train_stride=args.train_stride, stride=args.stride,
                            score_stride=getattr(args, "score_stride", None),
+                           fall_share=args.fall_share,
                            min_frames=args.min_frames, channels=PLANS[args.plan],
                            num_person=args.num_person,
                            epochs=args.epochs, mine_epochs=args.mine_epochs, lr=args.lr,
@@ -294,7 +298,8 @@ def _final_model(clips, held, cfg, args, report: dict, rule: dict) -> None:
                           f"({count['penn'][1]} clips); " if count["smartfall"] != (0, 0) else "")
                        + 
                        f"windows as the action worker builds them (T <= {cfg.window}, stride "
-                       f"{cfg.train_stride}, M = {cfg.num_person}), normalisation {cfg.normalisation!r}"
+                       f"{cfg.train_stride}, M = {cfg.num_person}; falling when holding >= "
+                       f"{cfg.fall_share:.0%} of the fall), normalisation {cfg.normalisation!r}"
                        + (", augmented (mirror, scale, rotation, camera height, translation, "
                           "speed 0.8-1.25x, dropped joints, keypoint noise)" if cfg.augment else "")
                        + (f"; held out of training: {', '.join(c.name for c in held)}"

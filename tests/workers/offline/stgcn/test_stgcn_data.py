@@ -159,6 +159,8 @@ def test_urfd_labels_and_fall_window_labels():
     assert fall.window_label(ref, (170, 190)) == fall.UPRIGHT
     assert fall.window_label(ref, (150, 160)) == fall.FALLING
     assert fall.window_label(ref, (160, 180)) == fall.IGNORE  # 4 of 21 fall frames
+    assert fall.window_label(ref, (160, 180), share=0.15) == fall.FALLING
+    assert fall.window_label(ref, (160, 180), share=0.25) == fall.IGNORE
     assert fall.window_label(_ref(100, 64), (40, 90)) == fall.LYING
     assert fall.to_class(fall.LYING, fall.CLASSES_2) == 0
 
