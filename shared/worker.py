@@ -131,21 +131,23 @@ class StageWorker:
                 try:
                     got = self.tick()
                     attempt = 0
+                    if self._finished(got, burst, max_items, exit_on_eos):  # reads Redis too
+                        break
                 except CONNECTION_ERRORS as exc:
                     attempt = self._on_disconnect(exc, attempt)
-                    continue
                 except redis.ResponseError as exc:  # e.g. OOM: nothing acked, retried
                     attempt = self._on_server_error(exc, attempt)
-                    continue
-                if max_items is not None and self.metrics["entries"] >= max_items:
-                    break
-                if exit_on_eos and self.only and self.only <= self._done_everywhere():
-                    break
-                if burst and not got and not self.backlog:
-                    break
         finally:
             self._shutdown()
         return 0
+
+    def _finished(self, got: bool, burst: bool, max_items: Optional[int], exit_on_eos: bool) -> bool:
+        """Whether :meth:`run` stops after this round (see its doc)."""
+        if max_items is not None and self.metrics["entries"] >= max_items:
+            return True
+        if exit_on_eos and self.only and self.only <= self._done_everywhere():
+            return True
+        return burst and not got and not self.backlog
 
     def _on_disconnect(self, exc: BaseException, attempt: int) -> int:
         """Sleep the backoff of retry ``attempt`` and drop every camera; the next attempt."""
