@@ -249,6 +249,11 @@ class FallConfig:
     progress: bool = True
     confirmation: Optional[object] = None  # workers.action.confirm.Confirmation; None: no gate
 
+    @property
+    def scoring(self) -> "FallConfig":
+        """This config with the stride windows are scored at (``score_stride``, else ``stride``)."""
+        return replace(self, stride=self.score_stride or self.stride)
+
     def confirm(self):
         """The worker's gate for the rules (None: every decision raises)."""
         if self.confirmation is None:
@@ -354,15 +359,14 @@ def _run_fold(f: int) -> dict[str, list]:
     train = [c for c in clips if folds[c.name] != f]
     log.info("fold %d: %d training clips, %d test clips", f + 1, len(train), len(test))
     model, _ = train_fall(train, replace(cfg, progress=False))
-    scoring = replace(cfg, stride=cfg.score_stride or cfg.stride)
-    return {name: [p for _, p in rows] for name, rows in score_clips(model, test, scoring).items()}
+    return {name: [p for _, p in rows] for name, rows in score_clips(model, test, cfg.scoring).items()}
 
 
-def cross_validate(clips: Sequence[Clip], cfg: FallConfig, k: int = 5, jobs: int = 1) -> tuple[dict, list]:
+def cross_validate(clips: Sequence[Clip], cfg: FallConfig, k: int = 5, jobs: int = 1) -> dict[str, list]:
     """Leave-groups-out CV over ``k`` folds (:func:`assign_folds`): per fold a model trained on
     the other folds scores the fold's clips (``jobs`` folds at once, each in a process of its
-    own with one torch thread: the same result) every ``cfg.score_stride`` steps. Returns
-    (scored windows per clip at that stride, sweep rows at ``cfg.stride``)."""
+    own with one torch thread: the same result). Returns the scored windows per clip, every
+    ``cfg.scoring.stride`` steps (:func:`at_stride` gives the worker's)."""
     from multiprocessing import get_context
 
     folds = assign_folds(clips, k)
@@ -380,10 +384,10 @@ def cross_validate(clips: Sequence[Clip], cfg: FallConfig, k: int = 5, jobs: int
     for part in parts:
         for clip in clips:
             if clip.name in part:
-                refs = clip_windows(clip, cfg.window, cfg.score_stride or cfg.stride, cfg.min_frames,
+                refs = clip_windows(clip, cfg.window, cfg.scoring.stride, cfg.min_frames,
                                     num_person=cfg.num_person, fps=cfg.fps)
                 scored[clip.name] = list(zip(refs, part[clip.name]))
-    return scored, sweep(clips, at_stride(scored, cfg.score_stride or cfg.stride, cfg.stride), cfg)
+    return scored
 
 
 def at_stride(scored: dict[str, list], scored_stride: int, stride: int) -> dict[str, list]:

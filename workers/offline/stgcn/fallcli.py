@@ -118,12 +118,12 @@ def fall_config(args):
 
     if args.window % 4 or args.window < args.min_frames:
         raise UsageError(f"--window must be a multiple of 4 and >= --min-frames ({args.min_frames})")
-    if getattr(args, "score_stride", None) and (args.score_stride < 1 or args.stride % args.score_stride):
+    if args.score_stride and (args.score_stride < 1 or args.stride % args.score_stride):
         raise UsageError(f"--score-stride ({args.score_stride}) must divide --stride ({args.stride})")
     return fall.FallConfig(classes=fall.CLASSES_2 if args.classes == 2 else fall.CLASSES_3,
                            window=args.window, vote_last=args.vote_last,
                            train_stride=args.train_stride, stride=args.stride,
-                           score_stride=getattr(args, "score_stride", None),
+                           score_stride=args.score_stride,
                            fall_share=args.fall_share,
                            min_frames=args.min_frames, channels=PLANS[args.plan],
                            num_person=args.num_person,
@@ -203,11 +203,12 @@ def run_fall(args) -> int:
     report: dict = {"config": {**vars(cfg), "plan": args.plan}, "rule": rule,
                     "fall_ranges": {c.name: c.fall for c in clips + held if c.kind == "fall"}}
     if args.cv:
-        scored, rows = fall.cross_validate(clips, cfg, args.cv, args.jobs)
+        scored = fall.cross_validate(clips, cfg, args.cv, args.jobs)
         if args.cv_scores:  # to try other rules and confirmations without training again
             with open(args.cv_scores, "wb") as fh:
                 pickle.dump({name: [p for _, p in rows] for name, rows in scored.items()}, fh)
-        scored = fall.at_stride(scored, cfg.score_stride or cfg.stride, cfg.stride)
+        scored = fall.at_stride(scored, cfg.scoring.stride, cfg.stride)
+        rows = fall.sweep(clips, scored, cfg)
         outs = fall.outcomes(clips, scored, cfg, **rule)
         plain = metrics.outcomes(clips, scored, cfg.classes, cooldown_s=cfg.cooldown_s, **rule)
         report.update(sweep=rows, fewest_false_alerts=metrics.recommend(rows),

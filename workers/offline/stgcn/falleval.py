@@ -149,7 +149,7 @@ def run_eval(args) -> int:
     clips = load(args)
     clips = [c for c in clips if (not args.only or c.name in args.only) and c.name not in args.hold_out
              and (not args.datasets or c.dataset in args.datasets)]
-    scoring = replace(cfg, stride=cfg.score_stride or cfg.stride)  # --scores kept at --score-stride
+    scoring = cfg.scoring  # --scores kept at --score-stride
     scored = cached_scores(args.scores, clips, scoring, lambda todo: score_onnx(clf, todo, scoring))
     scored = at_stride(scored, scoring.stride, cfg.stride)
     rule = default_rule() if not args.rule else {"threshold": args.rule[0], "consecutive": int(args.rule[1])}
