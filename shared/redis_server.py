@@ -201,14 +201,19 @@ class LocalCluster:
 
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5.0)
 
-    def start(self, timeout: float = 30.0) -> "LocalCluster":
+    def _node(self) -> RedisServer:
         args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.node_timeout_ms),
                 "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0",
                 *self.extra_args]
+        server = RedisServer(port=free_cluster_port(), extra_args=args).start()
+        self.servers.append(server)
+        return server
+
+    def start(self, timeout: float = 30.0) -> "LocalCluster":
         try:
             for _ in range(self.primaries * (1 + self.replicas)):
-                self.servers.append(RedisServer(port=free_cluster_port(), extra_args=args).start())
+                self._node()
             self._form(time.monotonic() + timeout)
         except BaseException:
             self.cleanup()
@@ -263,6 +268,21 @@ class LocalCluster:
             except OSError:
                 continue
         raise ServerError(f"no live node knows slot {slot}")
+
+    def add_replica(self, primary_port: int, timeout: float = 30.0) -> int:
+        """A new node replicating the primary on ``primary_port`` (as an operator replaces a
+        dead node), in sync when this returns; its port."""
+        with self.client(primary_port) as primary:
+            primary_id = primary.execute_command("CLUSTER", "MYID").decode()
+        deadline = time.monotonic() + timeout
+        port = self._node().port
+        with self.client(port) as node:
+            node.execute_command("CLUSTER", "MEET", "127.0.0.1", primary_port)
+            self._wait(deadline, f"the new node to know {primary_port}",
+                       lambda: primary_id.encode() in node.execute_command("CLUSTER", "NODES"))
+            node.execute_command("CLUSTER", "REPLICATE", primary_id)
+            self._wait(deadline, "the new replica to be in sync", lambda: self._ready(node))
+        return port
 
     def kill(self, port: int) -> None:
         """SIGKILL the server on ``port`` (its guard then exits and removes its data)."""
