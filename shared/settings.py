@@ -195,6 +195,9 @@ class PoseSettings(_Group):
     providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     threads: int = Field(0, ge=0, le=256)
     pose_model: PoseModelName = "movenet"  # the names of shared.posemodels
+    # movenet's input, the frame's longer side in pixels (a multiple of 32 is cheapest; None: 256);
+    # smaller is faster and finds small people less well (docs/benchmarks.md, input size)
+    pose_input_size: Optional[int] = Field(None, ge=64, le=1024)
     max_lag_s: float = Field(2.0, gt=0)  # live: frames older than this are skipped
     skeleton_maxlen: int = Field(3000, ge=300)  # keeps a window for takeovers
     snapshot_frames: int = Field(150, ge=0, le=10000)  # recent frames kept per camera (0: none)
@@ -203,6 +206,13 @@ class PoseSettings(_Group):
     motion_gating: bool = False
     motion_threshold: float = Field(0.002, ge=0, lt=1)  # the share of the frame that must change
     motion_keyframe_s: float = Field(1.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _input_size_for_movenet(self) -> "PoseSettings":
+        if self.pose_input_size is not None and not self.pose_model.startswith("movenet"):
+            raise ValueError(f"ACTIONSTREAM_POSE_INPUT_SIZE={self.pose_input_size} applies to movenet "
+                             f"only, not ACTIONSTREAM_POSE_MODEL={self.pose_model}")
+        return self
 
 
 class ActionSettings(_Group):

@@ -10,7 +10,8 @@ see a day-like loop of real footage where the subject moves a fifth of the time 
 "walking") and stays put the rest (16 s from the middle of the same trial and view's
 "standing", "sitting" or "laying", as they are: small movements, and in camera 2's view a
 second person sitting; the "share gated" column says how still the loop really is).
-``--configs``: pose model and motion gating (``MODEL:on`` sets ACTIONSTREAM_MOTION_GATING)
+``--configs``: pose model, its input size (``movenet@160``: ACTIONSTREAM_POSE_INPUT_SIZE) and
+motion gating (``MODEL:on`` sets ACTIONSTREAM_MOTION_GATING)
 for each climb; ``movenet_int8`` needs ``actionstream models quantize`` first. Each climb
 also reports the pose worker's resident memory with one camera and with those held.
 
@@ -168,7 +169,8 @@ def role_bare(providers: str, threads: int, seconds: float, fps: float, spin: bo
     if spin:
         model = MoveNetModel(create_session(path, providers.split(","), threads, spin=True))
     else:
-        model = load_pose_model(pose_model, path, providers=providers.split(","), threads=threads)
+        model = load_pose_model(pose_model, path, providers=providers.split(","), threads=threads,
+                                input_size=settings.pose_input_size)  # ACTIONSTREAM_POSE_INPUT_SIZE
     jpegs = camera_jpegs(0, fps, settings.jpeg_quality) + camera_jpegs(1, fps, settings.jpeg_quality)
     frames = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs[::2]]
     bare_pose_fps(model, frames[:10])  # warm-up
@@ -188,9 +190,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _model_env(model: str) -> dict:
+    """``movenet`` or ``movenet@160`` (an input size) -> the environment of a process running it."""
+    name, _, size = model.partition("@")
+    env = dict(os.environ, ACTIONSTREAM_POSE_MODEL=name)
+    env.pop("ACTIONSTREAM_POSE_INPUT_SIZE", None)
+    return dict(env, ACTIONSTREAM_POSE_INPUT_SIZE=size) if size else env
+
+
 def _env(url: str, args, model: str = "movenet", gating: bool = False) -> dict:
-    env = dict(os.environ, ACTIONSTREAM_REDIS_URL=url, ACTIONSTREAM_MODE="live",
-               ACTIONSTREAM_POSE_MODEL=model, ACTIONSTREAM_MOTION_GATING=str(gating).lower(),
+    env = dict(_model_env(model), ACTIONSTREAM_REDIS_URL=url, ACTIONSTREAM_MODE="live",
+               ACTIONSTREAM_MOTION_GATING=str(gating).lower(),
                ACTIONSTREAM_LOG_LEVEL="WARNING", ACTIONSTREAM_THREADS=str(args.threads),
                ACTIONSTREAM_PROVIDERS=json.dumps(args.providers.split(",")),
                ACTIONSTREAM_LEASE_TTL_S="4",  # cameras are taken within a lease period (1 s)
@@ -201,9 +211,11 @@ def _env(url: str, args, model: str = "movenet", gating: bool = False) -> dict:
 
 def bare_fps(args, workers: int, model: str = "movenet") -> dict:
     """Summed frames/s of ``workers`` bare processes running at once, CPU ms per frame."""
-    cmd = [sys.executable, __file__, "--role", "bare", "--providers", args.providers, "--pose-model", model,
+    cmd = [sys.executable, __file__, "--role", "bare", "--providers", args.providers,
+           "--pose-model", model.partition("@")[0],
            "--threads", str(args.threads), "--seconds", str(args.bare_seconds), "--fps", str(args.fps)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_model_env(model))
+             for _ in range(workers)]
     outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
     return {"fps": sum(o["fps"] for o in outs), "cpu_ms": statistics.mean(o["cpu_ms"] for o in outs),
             "provider": outs[0]["provider"]}
@@ -366,12 +378,15 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 # ---------------------------------------------------------------- main
 
 def parse_configs(text: str) -> list[tuple[str, bool]]:
-    """``movenet:off,movenet_int8:on`` -> [(model, gating), ...]."""
+    """``movenet:off,movenet_int8:on,movenet@160:on`` -> [(model, gating), ...] (``@SIZE``:
+    ACTIONSTREAM_POSE_INPUT_SIZE)."""
     out = []
     for item in text.split(","):
         model, _, gating = item.partition(":")
         if gating not in ("", "on", "off"):
-            raise SystemExit(f"capacity: --configs item {item!r}: give MODEL:on or MODEL:off")
+            raise SystemExit(f"capacity: --configs item {item!r}: give MODEL[@SIZE]:on or MODEL[@SIZE]:off")
+        if not model.partition("@")[2].isdigit() and "@" in model:
+            raise SystemExit(f"capacity: --configs item {item!r}: SIZE is the input's longer side in pixels")
         out.append((model, gating == "on"))
     return out
 
@@ -390,7 +405,8 @@ def main(argv=None) -> int:
     p.add_argument("--bare-seconds", type=float, default=10.0)
     p.add_argument("--action", action="store_true", help="run the action worker too")
     p.add_argument("--mix", default="busy", help="camera loops to climb with, in turn: busy, day")
-    p.add_argument("--configs", default="movenet:off", help="MODEL:on|off (motion gating) climbs, in turn")
+    p.add_argument("--configs", default="movenet:off",
+                   help="MODEL[@INPUT_SIZE]:on|off (motion gating) climbs, in turn")
     p.add_argument("--role", choices=["producer", "bare"], help=argparse.SUPPRESS)
     p.add_argument("--redis", help=argparse.SUPPRESS)
     p.add_argument("--camera", help=argparse.SUPPRESS)

@@ -57,6 +57,7 @@ def test_a_camera_file_without_a_mapping_says_what_it_should_hold(tmp_path, text
       "ACTIONSTREAM_THREADS='-1': Input should be greater"]),
     ({"ACTIONSTREAM_MODE": "fast", "ACTIONSTREAM_JPEG_QUALITY": "5"},
      ["ACTIONSTREAM_MODE='fast'", "ACTIONSTREAM_JPEG_QUALITY='5'"]),
+    ({"ACTIONSTREAM_POSE_INPUT_SIZE": "16"}, ["ACTIONSTREAM_POSE_INPUT_SIZE='16': Input should be greater"]),
 ])
 def test_each_bad_setting_is_on_its_own_line(monkeypatch, env, lines):
     for name, value in env.items():

@@ -308,7 +308,7 @@ def _cmd_pose_worker(args) -> int:
     settings = _settings(args, pose_model=args.pose_model)
     path = Path(args.model_path) if args.model_path else resolve_pose_model(settings.pose_model, settings)
     model = load_pose_model(settings.pose_model, path, providers=settings.providers,
-                            threads=settings.threads)
+                            threads=settings.threads, input_size=settings.pose_input_size)
     worker = PoseWorker(settings, model, settings.pose_model, _cameras(args), args.worker_id)
     return _run_worker(worker, args)
 

@@ -102,7 +102,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     settings = load_settings()
     path = resolve_pose_model(args.pose_model, settings)
-    model = load_pose_model(args.pose_model, path, settings.providers, settings.threads)
+    model = load_pose_model(args.pose_model, path, settings.providers, settings.threads,
+                            input_size=settings.pose_input_size)  # ACTIONSTREAM_POSE_INPUT_SIZE
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for camera in load_camera_file(args.config):

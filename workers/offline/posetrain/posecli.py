@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--gt-json", type=Path, help="evaluate on this COCO-17 JSON instead of --datasets")
     e.add_argument("--image-root", type=Path, help="images of --gt-json (default: its directory)")
     e.add_argument("--models-dir", type=Path, help="default ../shared/models")
-    e.add_argument("--input-size", type=_size, help="mobilenet_thin WxH (default: the worker's 432x368)")
+    e.add_argument("--input-size", type=_size, help="mobilenet_thin WxH (default: the worker's 432x368; "
+                   "movenet's: ACTIONSTREAM_POSE_INPUT_SIZE)")
     e.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = its choice)")
     e.add_argument("--repeat", type=int, default=1, help="timed passes over the images")
     e.add_argument("--json", type=Path, help="also write the rows here")
@@ -107,10 +108,13 @@ def _cmd_eval(args) -> int:
     from workers.offline.posetrain import evaluate as ev
     from workers.pose.adapters import load_pose_model
 
+    from shared.settings import load_settings
+
     shared = _shared_dir()
     models = {}
+    movenet_size = load_settings().pose_input_size  # ACTIONSTREAM_POSE_INPUT_SIZE, as the worker
     for label, (kind, path) in _model_specs(args.models, args.models_dir).items():
-        size = args.input_size if kind == "mobilenet_thin" else None
+        size = args.input_size if kind == "mobilenet_thin" else movenet_size
         models[label] = load_pose_model(kind, path, threads=args.threads, input_size=size)
     if args.gt_json:
         gt = ev.load_coco_file(args.gt_json, args.image_root)
