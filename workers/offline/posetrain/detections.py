@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from producer.sources import crop_and_resize, open_source
+from workers.offline.posetrain import conditions
 from shared.settings import Camera, load_camera_file, load_settings
 from shared.skeleton import Person
 from workers.pose.movenet import (DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_PERSON_THRESHOLD, Letterbox,
@@ -30,15 +31,19 @@ from workers.pose.movenet import (DEFAULT_KEYPOINT_THRESHOLD, DEFAULT_PERSON_THR
 log = logging.getLogger(__name__)
 
 
-def producer_jpegs(camera: Camera, jpeg_quality: int = 90, max_frames: Optional[int] = None):
+def producer_jpegs(camera: Camera, jpeg_quality: int = 90, max_frames: Optional[int] = None,
+                   condition: Optional[str] = None):
     """``(seq, the source's fps, JPEG buffer)`` of every frame of ``camera``'s (finite) source,
-    through the producer's crop, resize and JPEG encoding (what the pose worker receives)."""
+    through the producer's crop, resize and JPEG encoding (what the pose worker receives);
+    ``condition``: a simulated one (:mod:`workers.offline.posetrain.conditions`) before the JPEG."""
     source = open_source(camera.source, camera.fps)
     try:
         for seq, image in enumerate(source.frames()):
             if max_frames is not None and seq >= max_frames:
                 break
             image = crop_and_resize(image, camera.crop, camera.width)
+            if condition:
+                image = conditions.apply(condition, image, seq)
             ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
             yield seq, source.fps, buf
     finally:
@@ -46,11 +51,12 @@ def producer_jpegs(camera: Camera, jpeg_quality: int = 90, max_frames: Optional[
 
 
 def detect_camera(camera: Camera, model: MoveNetModel, jpeg_quality: int = 90,
-                  max_frames: Optional[int] = None) -> dict:
+                  max_frames: Optional[int] = None, condition: Optional[str] = None) -> dict:
     """Every frame of ``camera``'s (finite) source through the producer's crop, resize and JPEG
-    round trip, then MoveNet: the raw rows and their placement."""
+    round trip (under ``condition``, a simulated one), then MoveNet: the raw rows and their
+    placement."""
     rows, ts, box, size, fps = [], [], None, None, None
-    for seq, fps, buf in producer_jpegs(camera, jpeg_quality, max_frames):
+    for seq, fps, buf in producer_jpegs(camera, jpeg_quality, max_frames, condition):
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         out, box = model.run(image)
         rows.append(out.astype(np.float32))
@@ -93,6 +99,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--config", required=True, help="camera YAML file (finite sources)")
     p.add_argument("--out", required=True, help="folder for <camera>.npz")
     p.add_argument("--only", nargs="*", help="camera ids (default: all)")
+    p.add_argument("--condition", choices=sorted(conditions.CONDITIONS),
+                   help="simulate a condition on every frame (workers/offline/posetrain/conditions.py)")
     p.add_argument("--pose-model", default="movenet", choices=("movenet", "movenet_int8"),
                    help="the MoveNet to run (movenet_int8: actionstream models quantize)")
     args = p.parse_args(argv)
@@ -113,7 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if target.exists():
             continue
         t0 = time.perf_counter()
-        data = detect_camera(camera, model, settings.jpeg_quality)
+        data = detect_camera(camera, model, settings.jpeg_quality, condition=args.condition)
         np.savez_compressed(target.with_suffix(".tmp.npz"), **data)
         target.with_suffix(".tmp.npz").rename(target)
         log.info("camera %s: %d frames in %.1f s", camera.id, len(data["rows"]), time.perf_counter() - t0)
