@@ -63,6 +63,7 @@ class Clip:
     group: str = ""
     size: tuple[int, int] = (EXPORT_SCALE, EXPORT_SCALE)
     dataset: str = "other"
+    activity: str = ""  # a negative's daily-activity class (workers.offline.stgcn.activities)
     windows: dict = field(default_factory=dict, repr=False)  # (stride, window) -> refs
 
 
@@ -163,11 +164,15 @@ def window_label(ref: WindowRef, fall: Optional[tuple[int, int]], share: float =
     return IGNORE
 
 
-def to_class(label: int, classes: Sequence[str]) -> int:
-    """A window label in the class list ``classes`` (2 classes: lying counts as not-falling)."""
-    if label == IGNORE or len(classes) == 3:
+def to_class(label: int, classes: Sequence[str], activity: str = "") -> int:
+    """A window label in the class list ``classes``: with ``CLASSES_3`` as it is; else
+    falling is ``falling``, a negative clip's window its ``activity`` where that is a class,
+    and the rest (lying after a fall too) ``not-falling``."""
+    if label == IGNORE or tuple(classes) == CLASSES_3:
         return label
-    return 1 if label == FALLING else 0
+    if label == FALLING:
+        return list(classes).index("falling")
+    return list(classes).index(activity) if activity and activity in classes else 0
 
 
 def training_set(clips: Sequence[Clip], cfg: "FallConfig") -> tuple[np.ndarray, ...]:
@@ -177,7 +182,7 @@ def training_set(clips: Sequence[Clip], cfg: "FallConfig") -> tuple[np.ndarray, 
     rng = np.random.default_rng(cfg.seed)
     picked: list[tuple[WindowRef, int, tuple[int, int]]] = []
     for clip in clips:
-        rows = [(ref, to_class(window_label(ref, clip.fall, cfg.fall_share), cfg.classes),
+        rows = [(ref, to_class(window_label(ref, clip.fall, cfg.fall_share), cfg.classes, clip.activity),
                  window_size(ref, clip))
                 for ref in clip_windows(clip, cfg.window, cfg.train_stride, cfg.min_frames,
                                         num_person=cfg.num_person, fps=cfg.fps)]
@@ -296,7 +301,7 @@ def hard_negatives(model, clips: Sequence[Clip], cfg: FallConfig) -> Optional[tu
     scored = score_clips(model, clips, cfg)
     k = list(cfg.classes).index("falling")
     rows = [(ref, y, window_size(ref, clip)) for clip in clips for ref, probs in scored[clip.name]
-            for y in [to_class(window_label(ref, clip.fall, cfg.fall_share), cfg.classes)]
+            for y in [to_class(window_label(ref, clip.fall, cfg.fall_share), cfg.classes, clip.activity)]
             if y not in (IGNORE, FALLING) and probs[k] >= cfg.mine_threshold]
     log.info("hard negatives: %d windows scoring >= %.2f for falling", len(rows), cfg.mine_threshold)
     if not rows:

@@ -82,6 +82,9 @@ def fall_parser() -> argparse.ArgumentParser:
                    help="clips (camera ids) kept out of everything; the final model's "
                         "events on them are recorded in the card")
     p.add_argument("--classes", type=int, choices=[2, 3], default=len(d.classes))
+    p.add_argument("--activity-classes", action="store_true",
+                   help="daily activities as classes of their own (picking up, sitting down, on the "
+                        "floor; workers.offline.stgcn.activities), falling weighed against the rest")
     p.add_argument("--normalisation", choices=["body", "stgcn"], default=d.normalisation)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--fps", type=float, default=30.0, help="the card's fps (windows resampled to it)")
@@ -113,14 +116,18 @@ def fall_parser() -> argparse.ArgumentParser:
 
 def fall_config(args):
     from workers.action.confirm import Confirmation
-    from workers.offline.stgcn import fall
+    from workers.offline.stgcn import activities, fall
     from workers.offline.stgcn.plans import PLANS
 
     if args.window % 4 or args.window < args.min_frames:
         raise UsageError(f"--window must be a multiple of 4 and >= --min-frames ({args.min_frames})")
     if args.score_stride and (args.score_stride < 1 or args.stride % args.score_stride):
         raise UsageError(f"--score-stride ({args.score_stride}) must divide --stride ({args.stride})")
-    return fall.FallConfig(classes=fall.CLASSES_2 if args.classes == 2 else fall.CLASSES_3,
+    if args.activity_classes and args.classes != 2:
+        raise UsageError("--activity-classes replaces --classes 3 (lying is not-falling with it)")
+    classes = activities.CLASSES if args.activity_classes else \
+        fall.CLASSES_2 if args.classes == 2 else fall.CLASSES_3
+    return fall.FallConfig(classes=classes, class_weight="binary" if args.activity_classes else "balanced",
                            window=args.window, vote_last=args.vote_last,
                            train_stride=args.train_stride, stride=args.stride,
                            score_stride=args.score_stride,
@@ -137,7 +144,7 @@ def fall_config(args):
 
 
 def load(args) -> list:
-    from workers.offline.stgcn import fall
+    from workers.offline.stgcn import activities, fall
     from workers.offline.stgcn.fallsources import load_detection_clips, load_export_clips
     from workers.offline.stgcn.upfall import read_upfall_labels
 
@@ -151,6 +158,7 @@ def load(args) -> list:
         raise UsageError(f"no clips in {args.detections or args.skeletons}")
     if args.skeleton_sets:
         clips += skeleton_clips(args)
+    activities.assign(clips, args.skeleton_sets)
     return clips
 
 

@@ -85,12 +85,19 @@ def voted_logits(model: STGCN, x: torch.Tensor, lengths: torch.Tensor,
 
 
 def class_weights(labels: np.ndarray, num_class: int, mode: Optional[str]) -> Optional[np.ndarray]:
-    """``balanced``: n / (classes_present * count) per class (0 for absent classes); None: off."""
+    """``balanced``: n / (classes_present * count) per class (0 for absent classes);
+    ``binary``: class 1 against the rest taken together, each half of the weight (every other
+    class n / (2 * rest); with 2 classes the same as ``balanced``); None: off."""
     if not mode or mode == "none":
         return None
-    if mode != "balanced":
-        raise ValueError(f"class_weight must be 'balanced' or 'none', got {mode!r}")
+    if mode not in ("balanced", "binary"):
+        raise ValueError(f"class_weight must be 'balanced', 'binary' or 'none', got {mode!r}")
     counts = np.bincount(labels, minlength=num_class).astype(np.float64)
+    if mode == "binary":
+        rest = len(labels) - counts[1]
+        weights = np.full(num_class, len(labels) / (2 * max(rest, 1)))
+        weights[1] = len(labels) / (2 * max(counts[1], 1))
+        return weights
     present = max(1, int((counts > 0).sum()))
     return np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 0.0)
 
