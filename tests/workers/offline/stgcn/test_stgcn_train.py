@@ -142,3 +142,6 @@ def test_fall_model_cli_cross_validates_and_ships(tmp_path, capsys):
     rc = fall_main(["--skeletons", str(skel), "--labels", str(labels), "--cv", "0",
                     "--hold-out", "urfd-fall-99", "--no-progress"])
     assert rc == 2 and "urfd-fall-99" in capsys.readouterr().err
+    rc = fall_main(["--skeletons", str(skel), "--labels", str(labels), "--cv", "0", "--classes", "3",
+                    "--activity-classes", "--no-progress"])
+    assert rc == 2 and "--activity-classes replaces --classes 3" in capsys.readouterr().err
