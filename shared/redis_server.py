@@ -284,11 +284,14 @@ class LocalCluster:
             self._wait(deadline, "the new replica to be in sync", lambda: self._ready(node))
         return port
 
+    def pid(self, port: int) -> int:
+        """The process id of the server on ``port``."""
+        with self.client(port) as c:
+            return int(c.info("server")["process_id"])
+
     def kill(self, port: int) -> None:
         """SIGKILL the server on ``port`` (its guard then exits and removes its data)."""
-        with self.client(port) as c:
-            pid = int(c.info("server")["process_id"])
-        os.kill(pid, signal.SIGKILL)
+        os.kill(self.pid(port), signal.SIGKILL)
 
     def cleanup(self) -> None:
         for s in self.servers:

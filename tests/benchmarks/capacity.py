@@ -385,7 +385,8 @@ def parse_configs(text: str) -> list[tuple[str, bool]]:
         model, _, gating = item.partition(":")
         if gating not in ("", "on", "off"):
             raise SystemExit(f"capacity: --configs item {item!r}: give MODEL[@SIZE]:on or MODEL[@SIZE]:off")
-        if not model.partition("@")[2].isdigit() and "@" in model:
+        _, at, size = model.partition("@")
+        if at and not size.isdigit():
             raise SystemExit(f"capacity: --configs item {item!r}: SIZE is the input's longer side in pixels")
         out.append((model, gating == "on"))
     return out

@@ -25,10 +25,11 @@ import time
 import pytest
 from redis.crc import key_slot
 
-from shared import keys, metrics
+from shared import keys
 from shared.redis_server import LocalCluster
 from shared.redisio import connect, group_lag
 from tests.integration import test_action_takeover as takeover
+from tests.integration.test_durable_events import _unconfirmed
 from tests.workers.action.realclips import shipped_classifier
 from workers.action.worker import ActionWorker, rules_from_settings
 
@@ -59,17 +60,12 @@ def _ids(rc) -> list[str]:
     return [json.loads(f[b"event"])["id"] for _, f in rc.xrange(keys.EVENTS_STREAM)]
 
 
-def _pid(cluster: LocalCluster, port: int) -> int:
-    with cluster.client(port) as c:
-        return int(c.info("server")["process_id"])
-
-
 def _cut_replica(cluster: LocalCluster) -> tuple[int, int]:
     """Stop the events' primary's replica and drop its link: (primary port, replica pid)."""
     primary = cluster.primary_port(EVENTS_SLOT)
     with cluster.client(primary) as c:
         replica_port = int(c.info("replication")["slave0"]["port"])
-        pid = _pid(cluster, replica_port)
+        pid = cluster.pid(replica_port)
         os.kill(pid, signal.SIGSTOP)
         c.execute_command("CLIENT", "KILL", "TYPE", "replica")
     return primary, pid
@@ -99,10 +95,6 @@ def _undisturbed(cluster: LocalCluster, classifier) -> list[str]:
     assert len(ids) >= 5
     takeover._load(rc)  # flushed, loaded again for the disturbed run
     return ids
-
-
-def _unconfirmed() -> float:
-    return metrics.DURABLE_WAITS.labels("events", "unconfirmed")._value.get()
 
 
 def test_control_without_wait_the_failover_loses_acknowledged_events(cluster, classifier):

@@ -105,10 +105,9 @@ def _model_specs(text: str, models_dir: Optional[Path]) -> dict[str, tuple[str, 
 
 
 def _cmd_eval(args) -> int:
+    from shared.settings import load_settings
     from workers.offline.posetrain import evaluate as ev
     from workers.pose.adapters import load_pose_model
-
-    from shared.settings import load_settings
 
     shared = _shared_dir()
     models = {}

@@ -11,12 +11,13 @@ windows before and after the fall stay ``not-falling``.
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
+
+from workers.offline.stgcn.skeletonsets import PREFIX, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,10 @@ CLASSES = ("not-falling", "falling", *ACTIVITIES)
 
 def read_penn_actions(skeleton_root: Optional[str | Path]) -> dict[str, str]:
     """``penn-<clip>`` -> its action, from ``<root>/pennaction/clips.csv`` ({} if absent)."""
-    path = Path(skeleton_root or "") / "pennaction" / "clips.csv"
-    if not skeleton_root or not path.is_file():
+    if not skeleton_root or not (Path(skeleton_root) / "pennaction" / "clips.csv").is_file():
         return {}
-    with open(path, newline="") as fh:
-        return {f"penn-{row['clip']}": row["action"] for row in csv.DictReader(fh)}
+    return {f"{PREFIX['pennaction']}{row['clip']}": row["action"]
+            for row in read_rows(skeleton_root, "pennaction")}
 
 
 def activity_of(name: str, penn: dict[str, str]) -> str:

@@ -175,6 +175,11 @@ def to_class(label: int, classes: Sequence[str], activity: str = "") -> int:
     return list(classes).index(activity) if activity and activity in classes else 0
 
 
+def clip_class(ref: WindowRef, clip: Clip, cfg: "FallConfig") -> int:
+    """The class of one of ``clip``'s windows under ``cfg`` (or IGNORE)."""
+    return to_class(window_label(ref, clip.fall, cfg.fall_share), cfg.classes, clip.activity)
+
+
 def training_set(clips: Sequence[Clip], cfg: "FallConfig") -> tuple[np.ndarray, ...]:
     """Windows of ``clips`` at ``cfg.train_stride``: ``(data (N, 3, window, V, M) zero-padded
     at the end, labels (N,), lengths (N,), sizes (N, 2))``; ambiguous windows left out, at
@@ -182,8 +187,7 @@ def training_set(clips: Sequence[Clip], cfg: "FallConfig") -> tuple[np.ndarray, 
     rng = np.random.default_rng(cfg.seed)
     picked: list[tuple[WindowRef, int, tuple[int, int]]] = []
     for clip in clips:
-        rows = [(ref, to_class(window_label(ref, clip.fall, cfg.fall_share), cfg.classes, clip.activity),
-                 window_size(ref, clip))
+        rows = [(ref, clip_class(ref, clip, cfg), window_size(ref, clip))
                 for ref in clip_windows(clip, cfg.window, cfg.train_stride, cfg.min_frames,
                                         num_person=cfg.num_person, fps=cfg.fps)]
         rows = [r for r in rows if r[1] != IGNORE]
@@ -301,7 +305,7 @@ def hard_negatives(model, clips: Sequence[Clip], cfg: FallConfig) -> Optional[tu
     scored = score_clips(model, clips, cfg)
     k = list(cfg.classes).index("falling")
     rows = [(ref, y, window_size(ref, clip)) for clip in clips for ref, probs in scored[clip.name]
-            for y in [to_class(window_label(ref, clip.fall, cfg.fall_share), cfg.classes, clip.activity)]
+            for y in [clip_class(ref, clip, cfg)]
             if y not in (IGNORE, FALLING) and probs[k] >= cfg.mine_threshold]
     log.info("hard negatives: %d windows scoring >= %.2f for falling", len(rows), cfg.mine_threshold)
     if not rows:

@@ -71,13 +71,16 @@ class RawClip:
         return len(self.joints)
 
 
+def read_rows(root: str | Path, name: str) -> list[dict[str, str]]:
+    """The rows of one set's ``root``/``name``/clips.csv (its clips' names and metadata)."""
+    with open(Path(root) / name / "clips.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def read_set(root: str | Path, name: str, limit: Optional[int] = None) -> Iterator[RawClip]:
     """The clips of one set (``root``/``name``/clips.csv + skeletons.npy.xz), decoded."""
-    folder = Path(root) / name
-    deltas = np.load(lzma.open(folder / "skeletons.npy.xz"))
-    with open(folder / "clips.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for row in rows[:limit]:
+    deltas = np.load(lzma.open(Path(root) / name / "skeletons.npy.xz"))
+    for row in read_rows(root, name)[:limit]:
         o, n = int(row["offset"]), int(row["frames"])
         joints = np.cumsum(deltas[o:o + n].astype(np.int64), axis=0).astype(np.float64)
         yield RawClip(name, row["clip"], joints, row)
